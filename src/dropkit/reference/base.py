@@ -1,0 +1,142 @@
+"""The contract every reference layer follows, and the argument checks they share.
+
+A reference layer is a tiny object with two methods:
+
+* ``forward(x, training=True)`` computes the output and keeps what backward needs;
+* ``backward(dout)`` returns dL/dx and, for layers with parameters, fills ``self.grads``
+  (one array per entry of ``self.params``, same names and shapes).
+
+Randomness comes from ``self.rng`` (a :class:`numpy.random.Generator`), so a fixed seed gives
+fixed masks, and :func:`dropkit.reference.gradcheck` can replay the same masks by restoring the
+generator's state.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+
+import numpy as np
+
+RngLike = np.random.Generator | int | None
+
+
+def make_rng(rng: RngLike) -> np.random.Generator:
+    """Turn ``rng`` into a :class:`numpy.random.Generator`.
+
+    A Generator is used as it is (shared, not copied), an int seeds a new PCG64 generator, and
+    ``None`` draws fresh OS entropy.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
+    )
+
+
+def check_p(p: object, owner: str, *, allow_one: bool = True) -> float:
+    """Validate a drop probability and return it as a Python float.
+
+    ``p`` must be a real number in ``[0, 1]`` (``[0, 1)`` when ``allow_one`` is false, for the
+    Gaussian variants whose noise variance p/(1-p) is infinite at p = 1).
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{owner}: p must be a real number in [0, 1], got {type(p).__name__}")
+    p = float(p)
+    upper_ok = p <= 1.0 if allow_one else p < 1.0
+    if not (p >= 0.0 and upper_ok):  # written so that NaN fails too
+        allowed = "[0, 1]" if allow_one else "[0, 1) (p = 1 would make the noise variance infinite)"
+        raise ValueError(f"{owner}: dropout probability p must be in {allowed}, got p={p}")
+    return p
+
+
+def check_positive_int(value: object, name: str, owner: str) -> int:
+    """Validate an integer hyper-parameter that must be at least 1 (sizes, block sizes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def as_float_array(x: object, owner: str, name: str = "x") -> np.ndarray:
+    """Return ``x`` as a floating-point ndarray, refusing integer, bool and complex data.
+
+    Dropout of integer data would silently truncate the 1/(1-p) scale, so it is an error.
+    """
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(
+            f"{owner}: {name} must be a floating-point array (float16, float32 or float64), "
+            f"got dtype {arr.dtype}; convert it first, e.g. {name}.astype(np.float64)"
+        )
+    return arr
+
+
+def keep_scale(q: float, dtype: np.dtype) -> np.floating:
+    """The inverted-dropout scale 1/q in ``dtype``, defined as 0 when q = 0 (p = 1).
+
+    Defining the scale as 0 at p = 1 is what makes p = 1 give zeros and zero gradients
+    instead of 0 * inf = NaN (the convention torch, timm, flax and Keras converged on).
+    """
+    return np.dtype(dtype).type(1.0 / q if q > 0.0 else 0.0)
+
+
+class Layer:
+    """Base class: parameter bookkeeping and the guards shared by every reference layer.
+
+    Subclasses implement ``forward`` and ``backward``; they call :meth:`_save` at the end of
+    forward and :meth:`_saved` at the start of backward.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache: dict | None = None
+
+    # -- composition -------------------------------------------------------------------------
+    def children(self) -> list[Layer]:
+        """Direct sub-layers (empty for a leaf layer)."""
+        return []
+
+    def modules(self) -> Iterator[Layer]:
+        """This layer and all its descendants, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, x, training: bool = True):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def backward(self, dout):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # -- forward/backward bookkeeping --------------------------------------------------------
+    def _save(self, out_shape: tuple[int, ...], **saved) -> None:
+        self._cache = {"out_shape": tuple(out_shape), **saved}
+
+    def _saved(self, dout: object) -> tuple[dict, np.ndarray]:
+        """Check that forward ran and that ``dout`` matches its output; return (cache, dout)."""
+        name = type(self).__name__
+        if self._cache is None:
+            raise RuntimeError(
+                f"{name}.backward() called before forward(): run forward(x) first, "
+                "backward uses what forward saved"
+            )
+        dout = as_float_array(dout, name, "dout")
+        expected = self._cache["out_shape"]
+        if dout.shape != expected:
+            raise ValueError(
+                f"{name}.backward(): dout has shape {dout.shape}, "
+                f"expected the output shape {expected}"
+            )
+        return self._cache, dout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return ""
