@@ -82,6 +82,22 @@ def keep_scale(q: float, dtype: np.dtype) -> np.floating:
     return np.dtype(dtype).type(1.0 / q if q > 0.0 else 0.0)
 
 
+def masked_scale(x: np.ndarray, keep: np.ndarray | None, scale) -> np.ndarray:
+    """``where(keep, x * scale, 0)``, the one formula behind every mask-and-rescale layer.
+
+    ``keep=None`` means everything is kept (then ``scale == 1`` returns ``x`` itself). A zero
+    scale (p = 1) gives exact zeros, and ``where`` discards whatever ``x * scale`` was at dropped
+    positions, so ``inf`` inputs give 0 there rather than NaN (without a warning). ``scale`` may
+    be an array that broadcasts against ``x`` (DropBlock's per-sample scale).
+    """
+    if np.ndim(scale) == 0 and scale == 0:
+        return np.zeros_like(x)
+    if keep is None:
+        return x if np.ndim(scale) == 0 and scale == 1 else x * scale
+    with np.errstate(invalid="ignore"):  # inf * 0 at dropped positions is discarded by where
+        return np.where(keep, x * scale, x.dtype.type(0))
+
+
 class Layer:
     """Base class: parameter bookkeeping and the guards shared by every reference layer.
 

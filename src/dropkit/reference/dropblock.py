@@ -29,7 +29,15 @@ import itertools
 
 import numpy as np
 
-from .base import Layer, RngLike, as_float_array, check_p, check_positive_int, make_rng
+from .base import (
+    Layer,
+    RngLike,
+    as_float_array,
+    check_p,
+    check_positive_int,
+    make_rng,
+    masked_scale,
+)
 
 
 def block_extent(block_size: int, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -136,7 +144,7 @@ class _DropBlock(Layer):
         x = as_float_array(x, type(self).__name__)
         self._check_rank(x)
         if not training:
-            self._save(x.shape, keep=None, scale=None)
+            self._save(x.shape, keep=None, scale=1)
             return x
         if mask is None:
             keep = self.sample_mask(x.shape)
@@ -153,7 +161,7 @@ class _DropBlock(Layer):
         kept = per_sample.sum(axis=1)
         scale = np.where(kept > 0, per_sample.shape[1] / np.maximum(kept, 1), 0.0)
         scale = scale.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-        out = np.where(keep, x * scale, x.dtype.type(0))
+        out = masked_scale(x, keep, scale)
         self.mask = keep
         self._save(out.shape, keep=keep, scale=scale)
         return out
@@ -161,9 +169,7 @@ class _DropBlock(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dx = mask * dout * scale (the scale depends only on the mask, not on x)."""
         cache, dout = self._saved(dout)
-        if cache["keep"] is None:
-            return dout
-        return np.where(cache["keep"], dout * cache["scale"], dout.dtype.type(0))
+        return masked_scale(dout, cache["keep"], cache["scale"])
 
     def extra_repr(self) -> str:
         text = f"p={self.p}, block_size={self.block_size}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import RngLike, as_float_array, check_p, keep_scale, make_rng
+from .base import RngLike, as_float_array, check_p, keep_scale, make_rng, masked_scale
 from .layers import Linear
 
 
@@ -80,7 +80,7 @@ class DropConnectLinear(Linear):
                     )
                 keep = keep.astype(bool)
             scale = keep_scale(1.0 - self.p, weight.dtype)
-            effective = np.where(keep, weight * scale, weight.dtype.type(0))
+            effective = masked_scale(weight, keep, scale)
             self.mask = keep
         out = self._affine(x, effective)
         self._save(out.shape, x=x, keep=keep, scale=scale, effective=effective)
@@ -90,7 +90,7 @@ class DropConnectLinear(Linear):
         cache, dout = self._saved(dout)
         dx, d_effective = self._affine_backward(cache["x"], cache["effective"], dout)
         if cache["keep"] is not None:
-            d_effective = np.where(cache["keep"], d_effective * cache["scale"], 0.0)
+            d_effective = masked_scale(d_effective, cache["keep"], cache["scale"])
         self.grads["weight"] = d_effective.astype(self.params["weight"].dtype, copy=False)
         return dx
 

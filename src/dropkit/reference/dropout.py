@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .base import Layer, RngLike, as_float_array, check_p, keep_scale, make_rng
+from .base import Layer, RngLike, as_float_array, check_p, keep_scale, make_rng, masked_scale
 
 
 class Dropout(Layer):
@@ -130,12 +130,12 @@ class Dropout(Layer):
         if not training:
             self._shared_dims(x.shape)  # the rank check applies in eval too
             scale = x.dtype.type(1.0 if self.inverted else q)
-            out = x if self.inverted else x * scale  # inverted eval returns x itself, no copy
+            out = masked_scale(x, None, scale)  # inverted eval returns x itself, no copy
             self._save(out.shape, keep=None, scale=scale)
             return out
         keep = self.sample_mask(x.shape) if mask is None else self._given_mask(mask, x.shape)
         scale = keep_scale(q, x.dtype) if self.inverted else x.dtype.type(1.0)
-        out = np.where(keep, x * scale, x.dtype.type(0))
+        out = masked_scale(x, keep, scale)
         self.mask = keep
         self._save(out.shape, keep=keep, scale=scale)
         return out
@@ -143,9 +143,7 @@ class Dropout(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dx = keep * dout * scale (the same mask and scale as the forward pass)."""
         cache, dout = self._saved(dout)
-        if cache["keep"] is None:
-            return dout * cache["scale"]
-        return np.where(cache["keep"], dout * cache["scale"], dout.dtype.type(0))
+        return masked_scale(dout, cache["keep"], cache["scale"])
 
     def extra_repr(self) -> str:
         text = f"p={self.p}"

@@ -45,7 +45,9 @@ class DropPath(Dropout):
 
     def _shared_dims(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) < 1:
-            raise ValueError("DropPath expects input of shape (N, *) (at least 1 dim), got a scalar")
+            raise ValueError(
+                "DropPath expects input of shape (N, *) (at least 1 dim), got a scalar"
+            )
         first = 1 if self.mode == "row" else 0
         return tuple(range(first, len(shape)))
 

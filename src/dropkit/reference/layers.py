@@ -131,7 +131,9 @@ class SoftmaxCrossEntropy(Layer):
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(f"SoftmaxCrossEntropy: labels must be integers, got {labels.dtype}")
         if labels.shape != (n,):
-            raise ValueError(f"SoftmaxCrossEntropy: labels must have shape ({n},), got {labels.shape}")
+            raise ValueError(
+                f"SoftmaxCrossEntropy: labels must have shape ({n},), got {labels.shape}"
+            )
         if n and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(
                 f"SoftmaxCrossEntropy: labels must be in [0, {k}), got range "
@@ -149,7 +151,7 @@ class SoftmaxCrossEntropy(Layer):
         n = labels.shape[0]
         grad = probs.copy()
         grad[np.arange(n), labels] -= 1.0
-        return grad * (dout / n)
+        return grad * probs.dtype.type(dout / n)  # keep the logits' dtype
 
 
 class Embedding(Layer):
@@ -180,6 +182,15 @@ class Embedding(Layer):
             (self.num_embeddings, self.embedding_dim)
         ).astype(dtype)
         self.dropout = EmbeddingDropout(p, rng=self.rng)
+
+    @property
+    def p(self) -> float:
+        """Embedding-dropout rate (validated on assignment, e.g. by a schedule)."""
+        return self.dropout.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.dropout.p = value
 
     def children(self) -> list[Layer]:
         return [self.dropout]
