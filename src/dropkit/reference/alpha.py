@@ -52,8 +52,7 @@ class AlphaDropout(Dropout):
         """Apply alpha dropout; ``mask`` (optional bool keep mask) replaces the random draw."""
         x = as_float_array(x, "AlphaDropout")
         if not training:
-            self._save(x.shape, keep=None, scale=x.dtype.type(1))
-            return x
+            return self._masked_forward(x, None, x.dtype.type(1))
         keep = self.sample_mask(x.shape) if mask is None else self._given_mask(mask, x.shape)
         a, b = alpha_dropout_affine(self.p)
         dtype = x.dtype.type

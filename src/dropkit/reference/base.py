@@ -52,6 +52,26 @@ def check_p(p: object, owner: str, *, allow_one: bool = True) -> float:
     return p
 
 
+class DropRate:
+    """Descriptor for a drop probability ``p``, validated on every assignment.
+
+    Schedules and user code change ``p`` during training, so checking it only in the
+    constructor would let a bad value through; this checks it wherever it is set.
+    """
+
+    def __init__(self, *, allow_one: bool = True) -> None:
+        self.allow_one = allow_one
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, obj: object, objtype: type | None = None):
+        return self if obj is None else getattr(obj, self.attr)
+
+    def __set__(self, obj: object, value: object) -> None:
+        setattr(obj, self.attr, check_p(value, type(obj).__name__, allow_one=self.allow_one))
+
+
 def check_positive_int(value: object, name: str, owner: str) -> int:
     """Validate an integer hyper-parameter that must be at least 1 (sizes, block sizes)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -71,6 +91,16 @@ def as_float_array(x: object, owner: str, name: str = "x") -> np.ndarray:
             f"got dtype {arr.dtype}; convert it first, e.g. {name}.astype(np.float64)"
         )
     return arr
+
+
+def given_mask(mask: object, expected: tuple[int, ...], owner: str) -> np.ndarray:
+    """Validate a caller-supplied keep mask (0/1 or bool, exact shape) and return it as bool."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(expected):
+        raise ValueError(f"{owner}: mask has shape {mask.shape}, expected {tuple(expected)}")
+    if mask.dtype != np.bool_ and not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"{owner}: mask must hold only 0/1 or True/False")
+    return mask.astype(bool)
 
 
 def keep_scale(q: float, dtype: np.dtype) -> np.floating:
@@ -156,3 +186,30 @@ class Layer:
 
     def extra_repr(self) -> str:
         return ""
+
+
+class MaskedLayer(Layer):
+    """A layer computing ``y = where(keep, x * scale, 0)``: subclasses draw ``keep`` and choose
+    ``scale`` in ``forward`` and finish with :meth:`_masked_forward`; ``backward`` is shared,
+    ``dx = where(keep, dout * scale, 0)``."""
+
+    p = DropRate()
+
+    def __init__(self, p: float, rng: RngLike) -> None:
+        super().__init__()
+        self.p = p
+        self.rng = make_rng(rng)
+        #: The last keep mask drawn in training (True = kept); None before the first.
+        self.mask: np.ndarray | None = None
+
+    def _masked_forward(self, x: np.ndarray, keep: np.ndarray | None, scale) -> np.ndarray:
+        out = masked_scale(x, keep, scale)
+        if keep is not None:
+            self.mask = keep
+        self._save(out.shape, keep=keep, scale=scale)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dx = where(keep, dout * scale, 0), with the mask and scale of the forward pass."""
+        cache, dout = self._saved(dout)
+        return masked_scale(dout, cache["keep"], cache["scale"])

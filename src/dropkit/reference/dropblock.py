@@ -29,15 +29,7 @@ import itertools
 
 import numpy as np
 
-from .base import (
-    Layer,
-    RngLike,
-    as_float_array,
-    check_p,
-    check_positive_int,
-    make_rng,
-    masked_scale,
-)
+from .base import MaskedLayer, RngLike, as_float_array, check_positive_int, given_mask
 
 
 def block_extent(block_size: int, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -84,7 +76,7 @@ def drop_probability(p: float, block_size: int, spatial: tuple[int, ...]) -> np.
     return 1.0 - (1.0 - gamma) ** cover
 
 
-class _DropBlock(Layer):
+class _DropBlock(MaskedLayer):
     spatial_ndim: int
     layout: str
 
@@ -96,20 +88,9 @@ class _DropBlock(Layer):
         shared_channels: bool = False,
         rng: RngLike = None,
     ) -> None:
-        super().__init__()
-        self.p = p
+        super().__init__(p, rng)
         self.block_size = check_positive_int(block_size, "block_size", type(self).__name__)
         self.shared_channels = bool(shared_channels)
-        self.rng = make_rng(rng)
-        self.mask: np.ndarray | None = None
-
-    @property
-    def p(self) -> float:
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = check_p(value, type(self).__name__)
 
     def _check_rank(self, x: np.ndarray) -> None:
         expected = 2 + self.spatial_ndim
@@ -144,32 +125,17 @@ class _DropBlock(Layer):
         x = as_float_array(x, type(self).__name__)
         self._check_rank(x)
         if not training:
-            self._save(x.shape, keep=None, scale=1)
-            return x
+            return self._masked_forward(x, None, 1)
         if mask is None:
             keep = self.sample_mask(x.shape)
         else:
-            keep = np.asarray(mask)
-            if keep.shape != self.mask_shape(x.shape):
-                raise ValueError(
-                    f"{type(self).__name__}: mask has shape {keep.shape}, expected "
-                    f"{self.mask_shape(x.shape)} for an input of shape {x.shape}"
-                )
-            keep = keep.astype(bool)
+            keep = given_mask(mask, self.mask_shape(x.shape), type(self).__name__)
         # Per-sample renormalisation: count / kept, defined as 0 when the sample kept nothing.
         per_sample = keep.reshape(keep.shape[0], -1)
         kept = per_sample.sum(axis=1)
         scale = np.where(kept > 0, per_sample.shape[1] / np.maximum(kept, 1), 0.0)
         scale = scale.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-        out = masked_scale(x, keep, scale)
-        self.mask = keep
-        self._save(out.shape, keep=keep, scale=scale)
-        return out
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dx = mask * dout * scale (the scale depends only on the mask, not on x)."""
-        cache, dout = self._saved(dout)
-        return masked_scale(dout, cache["keep"], cache["scale"])
+        return self._masked_forward(x, keep, scale)
 
     def extra_repr(self) -> str:
         text = f"p={self.p}, block_size={self.block_size}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import RngLike, as_float_array, check_p, keep_scale, make_rng, masked_scale
+from .base import DropRate, RngLike, as_float_array, given_mask, keep_scale, make_rng, masked_scale
 from .layers import Linear
 
 
@@ -33,6 +33,8 @@ class DropConnectLinear(Linear):
         rng: generator, seed or None, for the initialisation and the masks.
     """
 
+    p = DropRate()
+
     def __init__(
         self,
         in_features: int,
@@ -51,14 +53,6 @@ class DropConnectLinear(Linear):
         self.p = p
         self.mask: np.ndarray | None = None
 
-    @property
-    def p(self) -> float:
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = check_p(value, "DropConnectLinear")
-
     def forward(
         self, x: np.ndarray, training: bool = True, *, mask: np.ndarray | None = None
     ) -> np.ndarray:
@@ -72,13 +66,7 @@ class DropConnectLinear(Linear):
             if mask is None:
                 keep = self.rng.random(weight.shape) >= self.p
             else:
-                keep = np.asarray(mask)
-                if keep.shape != weight.shape:
-                    raise ValueError(
-                        f"DropConnectLinear: mask has shape {keep.shape}, expected the weight "
-                        f"shape {weight.shape}"
-                    )
-                keep = keep.astype(bool)
+                keep = given_mask(mask, weight.shape, "DropConnectLinear")
             scale = keep_scale(1.0 - self.p, weight.dtype)
             effective = masked_scale(weight, keep, scale)
             self.mask = keep

@@ -13,10 +13,10 @@ import numbers
 
 import numpy as np
 
-from .base import Layer, RngLike, as_float_array, check_p, keep_scale, make_rng, masked_scale
+from .base import MaskedLayer, RngLike, as_float_array, given_mask, keep_scale
 
 
-class Dropout(Layer):
+class Dropout(MaskedLayer):
     r"""Dropout: zero each element with probability ``p``.
 
     With keep probability :math:`q = 1 - p` and a mask :math:`m_i \sim \mathrm{Bernoulli}(q)`:
@@ -62,24 +62,12 @@ class Dropout(Layer):
         broadcast_dims: tuple[int, ...] = (),
         rng: RngLike = None,
     ) -> None:
-        super().__init__()
-        self.p = p
+        super().__init__(p, rng)
         self.inverted = bool(inverted)
         dims = tuple(broadcast_dims)
         if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
             raise TypeError(f"{type(self).__name__}: broadcast_dims must be ints, got {dims!r}")
         self.broadcast_dims = tuple(int(d) for d in dims)
-        self.rng = make_rng(rng)
-        self.mask: np.ndarray | None = None
-
-    @property
-    def p(self) -> float:
-        """Drop probability; validated again whenever it is changed (e.g. by a schedule)."""
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = check_p(value, type(self).__name__)
 
     # -- mask geometry -----------------------------------------------------------------------
     def _shared_dims(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -109,16 +97,7 @@ class Dropout(Layer):
         return self.rng.random(self.mask_shape(shape)) >= self.p
 
     def _given_mask(self, mask: object, shape: tuple[int, ...]) -> np.ndarray:
-        mask = np.asarray(mask)
-        expected = self.mask_shape(shape)
-        if mask.shape != expected:
-            raise ValueError(
-                f"{type(self).__name__}: mask has shape {mask.shape}, expected {expected} "
-                f"for an input of shape {shape}"
-            )
-        if mask.dtype != np.bool_ and not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"{type(self).__name__}: mask must hold only 0/1 or True/False")
-        return mask.astype(bool)
+        return given_mask(mask, self.mask_shape(shape), type(self).__name__)
 
     # -- forward / backward ------------------------------------------------------------------
     def forward(
@@ -130,20 +109,10 @@ class Dropout(Layer):
         if not training:
             self._shared_dims(x.shape)  # the rank check applies in eval too
             scale = x.dtype.type(1.0 if self.inverted else q)
-            out = masked_scale(x, None, scale)  # inverted eval returns x itself, no copy
-            self._save(out.shape, keep=None, scale=scale)
-            return out
+            return self._masked_forward(x, None, scale)  # inverted: returns x itself, no copy
         keep = self.sample_mask(x.shape) if mask is None else self._given_mask(mask, x.shape)
         scale = keep_scale(q, x.dtype) if self.inverted else x.dtype.type(1.0)
-        out = masked_scale(x, keep, scale)
-        self.mask = keep
-        self._save(out.shape, keep=keep, scale=scale)
-        return out
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dx = keep * dout * scale (the same mask and scale as the forward pass)."""
-        cache, dout = self._saved(dout)
-        return masked_scale(dout, cache["keep"], cache["scale"])
+        return self._masked_forward(x, keep, scale)
 
     def extra_repr(self) -> str:
         text = f"p={self.p}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, RngLike, as_float_array, check_p, make_rng
+from .base import DropRate, Layer, RngLike, as_float_array, make_rng
 
 
 class GaussianDropout(Layer):
@@ -26,19 +26,13 @@ class GaussianDropout(Layer):
         rng: ``numpy.random.Generator``, int seed or None.
     """
 
+    p = DropRate(allow_one=False)
+
     def __init__(self, p: float = 0.5, *, rng: RngLike = None) -> None:
         super().__init__()
         self.p = p
         self.rng = make_rng(rng)
         self.mask: np.ndarray | None = None
-
-    @property
-    def p(self) -> float:
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = check_p(value, "GaussianDropout", allow_one=False)
 
     @property
     def std(self) -> float:
