@@ -42,6 +42,8 @@ LAYERS = {
 }
 ALL = pytest.mark.parametrize("name", list(LAYERS))
 INVERTED = [n for n in LAYERS if n not in ("dropout-standard", "droppath-noscale")]
+# Layers whose evaluation is the identity: DropPath is, whatever scale_by_keep (timm's rule).
+EVAL_IDENTITY = [n for n in LAYERS if n != "dropout-standard"]
 
 
 def make(name: str, p: float, rng=0):
@@ -185,13 +187,14 @@ def test_same_seed_same_mask_different_seed_different_mask(name):
 # -- 4. evaluation mode ----------------------------------------------------------------------
 @ALL
 def test_eval_mode_is_identity_or_scaled_by_q(name):
-    """Eval: inverted returns x itself, backward identity; standard gives q*x and q*dout."""
+    """Eval: inverted (and any DropPath) returns x itself, backward identity; standard dropout
+    gives q*x and q*dout."""
     layer, shape = make(name, 0.3)
     gen = np.random.default_rng(8)
     x, dout = gen.standard_normal(shape), gen.standard_normal(shape)
     y = layer.forward(x, training=False)
     dx = layer.backward(dout)
-    if name in INVERTED:
+    if name in EVAL_IDENTITY:
         assert y is x
         assert np.array_equal(dx, dout)
     else:
@@ -244,12 +247,20 @@ def test_p_one_gives_zeros_without_nan_even_for_inf(name):
     assert np.array_equal(dx, np.zeros(shape))
 
 
-@pytest.mark.parametrize("name", ["dropout-standard", "droppath-noscale"])
-def test_standard_dropout_eval_at_p_one_gives_zeros_not_nan_for_inf(name):
+def test_standard_dropout_eval_at_p_one_gives_zeros_not_nan_for_inf():
     """Eval of standard dropout at p = 1 must equal E[y_train] = 0, not 0 * inf = NaN."""
-    layer, shape = make(name, 1.0)
+    layer, shape = make("dropout-standard", 1.0)
     y = layer.forward(np.full(shape, np.inf), training=False)
     assert np.array_equal(y, np.zeros(shape)), f"eval output at p=1: {y.ravel()[:3]}"
+
+
+def test_droppath_without_scaling_evaluates_to_identity_like_timm():
+    """DropPath(scale_by_keep=False): train y = b*x (mean q*x), eval y = x itself."""
+    layer, shape = make("droppath-noscale", 0.25)
+    x = np.ones(shape)
+    assert layer.forward(x, training=False) is x
+    y = layer.forward(x)
+    assert set(np.unique(y)) <= {0.0, 1.0}
 
 
 # -- 7. gradcheck ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from numpy.testing import assert_allclose
 from dropkit.reference import (
     ALPHA_PRIME,
     AlphaDropout,
+    FeatureAlphaDropout,
     GaussianDropout,
     alpha_dropout_affine,
     gradcheck,
@@ -178,3 +179,22 @@ def test_gradcheck(cls, shape, training):
     """backward matches central finite differences in float64 (noise held fixed)."""
     x = np.random.default_rng(30).standard_normal(shape)
     assert gradcheck(cls(0.5, rng=1), x, training=training)
+
+
+def test_feature_alpha_dropout_shares_mask_over_trailing_dims():
+    """FeatureAlphaDropout: one keep draw per (n, c); dropped channels are constant a*alpha'+b."""
+    layer = FeatureAlphaDropout(0.5, rng=3)
+    x = np.random.default_rng(4).standard_normal((6, 5, 3, 4))
+    y = layer.forward(x)
+    assert layer.mask.shape == (6, 5, 1, 1)
+    a, b = alpha_dropout_affine(0.5)
+    dropped = ~layer.mask[..., 0, 0]
+    assert 0 < dropped.sum() < dropped.size
+    assert_allclose(y[dropped], a * ALPHA_PRIME + b, rtol=1e-15)
+    assert_allclose(y[~dropped], a * x[~dropped] + b, rtol=1e-14)
+    assert gradcheck(FeatureAlphaDropout(0.5, rng=1), x[:2, :3, :2, :2])
+
+
+def test_feature_alpha_dropout_rejects_1d_input():
+    with pytest.raises(ValueError, match=r"\(N, C, \*\)"):
+        FeatureAlphaDropout(0.5).forward(np.ones(4))

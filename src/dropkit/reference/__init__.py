@@ -6,7 +6,7 @@ has ``forward(x, training=True)`` and ``backward(dout)``; stochastic layers take
 explicit ``mask=`` in ``forward`` to replay one.
 """
 
-from .alpha import ALPHA_PRIME, AlphaDropout, alpha_dropout_affine
+from .alpha import ALPHA_PRIME, AlphaDropout, FeatureAlphaDropout, alpha_dropout_affine
 from .base import Layer, check_p, make_rng
 from .channel import Dropout1d, Dropout2d, Dropout3d
 from .dropblock import DropBlock2d, DropBlock3d, drop_probability, seed_probability
@@ -34,6 +34,7 @@ __all__ = [
     "Dropout3d",
     "Embedding",
     "EmbeddingDropout",
+    "FeatureAlphaDropout",
     "GaussianDropout",
     "Layer",
     "Linear",

@@ -66,3 +66,19 @@ class AlphaDropout(Dropout):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    r"""Alpha dropout with one mask value per (sample, channel), shared over the trailing dims.
+
+    Same formula as :class:`AlphaDropout` with :math:`m` of shape ``(N, C, 1, ..., 1)``; input
+    ``(N, C, *)`` with at least 2 dims.
+    """
+
+    def _shared_dims(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) < 2:
+            raise ValueError(
+                "FeatureAlphaDropout expects input of shape (N, C, *) (at least 2 dims), "
+                f"got {len(shape)} dims with shape {tuple(shape)}"
+            )
+        return tuple(range(2, len(shape)))

@@ -7,7 +7,9 @@ the residual add ``x + DropPath(f(x))``.
 
 from __future__ import annotations
 
-from .base import RngLike
+import numpy as np
+
+from .base import RngLike, as_float_array
 from .dropout import Dropout
 
 _MODES = ("row", "batch")
@@ -18,10 +20,12 @@ class DropPath(Dropout):
     (``mode="batch"``).
 
     Mask :math:`b \sim \mathrm{Bernoulli}(q)` of shape ``(N, 1, ..., 1)`` (row) or
-    ``(1, ..., 1)`` (batch). With ``scale_by_keep=True`` train :math:`y = b\,x / q`, eval
-    :math:`y = x`. With ``scale_by_keep=False`` train :math:`y = b\,x` and eval
-    :math:`y = q\,x`, the test rule of Huang et al. (:math:`x + p_l f(x)`), so that training and
-    evaluation agree in expectation. (timm's ``DropPath`` returns ``x`` in eval either way.)
+    ``(1, ..., 1)`` (batch). Train :math:`y = b\,x / q` (``scale_by_keep=True``) or
+    :math:`y = b\,x` (``scale_by_keep=False``); eval :math:`y = x` either way, as timm's
+    ``DropPath`` and torchvision's ``StochasticDepth`` do, so converted models evaluate exactly
+    as before. With ``scale_by_keep=False`` the training output therefore has expectation
+    :math:`q\,x`; the paper's test rule :math:`x + p_l f(x)` is then yours to apply (or use the
+    default, which needs no test-time rule).
 
     Shape: x ``(N, *)`` with at least one dim; output the same.
     """
@@ -42,6 +46,16 @@ class DropPath(Dropout):
     @property
     def scale_by_keep(self) -> bool:
         return self.inverted
+
+    def forward(
+        self, x: np.ndarray, training: bool = True, *, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Apply DropPath; evaluation returns ``x`` itself whatever ``scale_by_keep`` is."""
+        if not training:
+            x = as_float_array(x, "DropPath")
+            self._shared_dims(x.shape)
+            return self._masked_forward(x, None, x.dtype.type(1))
+        return super().forward(x, training, mask=mask)
 
     def _shared_dims(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) < 1:
