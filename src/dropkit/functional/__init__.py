@@ -1,0 +1,30 @@
+"""Stateless PyTorch dropout ops, one per variant.
+
+Every op takes ``(x, p, training=True, *, inplace=False, ..., generator=None)``, validates its
+arguments (``p`` in [0, 1], floating-point input, strict ranks for the channel/block/sequence
+variants) and supports autograd, any float dtype and any device.
+"""
+
+from .alpha import alpha_dropout, feature_alpha_dropout
+from .channel import dropout1d, dropout2d, dropout3d
+from .dropout import dropout
+from .droppath import drop_path
+from .gaussian import gaussian_dropout, gaussian_noise
+from .locked import locked_dropout
+from .mask import bernoulli_mask, keep_scale, mask_shape
+
+__all__ = [
+    "alpha_dropout",
+    "bernoulli_mask",
+    "drop_path",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "feature_alpha_dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "keep_scale",
+    "locked_dropout",
+    "mask_shape",
+]

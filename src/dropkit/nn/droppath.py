@@ -1,0 +1,43 @@
+"""DropPath / stochastic depth module (Huang et al. 2016; Larsson et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+
+from dropkit import functional as F
+
+from .base import DropoutModule
+
+
+class DropPath(DropoutModule):
+    r"""Drop a residual branch per sample (``mode="row"``) or per batch (``"batch"``).
+
+    Train :math:`y = b\,x / q` (``scale_by_keep=True``) or :math:`y = b\,x`, with
+    :math:`b \sim \mathrm{Bernoulli}(q)` of shape ``(N, 1, ..., 1)`` (row) or ``(1, ..., 1)``
+    (batch); eval :math:`y = x`. Replaces timm's ``DropPath(drop_prob, scale_by_keep)`` and
+    torchvision's ``StochasticDepth(p, mode)``. Use as ``x + drop_path(f(x))``.
+
+    Shape: ``(N, *)``; output the same.
+    """
+
+    def __init__(
+        self, p: float = 0.5, mode: str = "row", scale_by_keep: bool = True, inplace: bool = False
+    ) -> None:
+        super().__init__(p, inplace)
+        if mode not in ("row", "batch"):
+            raise ValueError(f"DropPath: mode must be 'row' or 'batch', got {mode!r}")
+        self.mode = mode
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.drop_path(
+            x,
+            self.p,
+            self.training,
+            mode=self.mode,
+            scale_by_keep=self.scale_by_keep,
+            inplace=self.inplace,
+        )
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}"

@@ -1,0 +1,27 @@
+"""Locked (variational) dropout for RNN inputs and outputs (Gal & Ghahramani 2016)."""
+
+from __future__ import annotations
+
+import torch
+
+from dropkit import functional as F
+
+from .base import DropoutModule
+
+
+class LockedDropout(DropoutModule):
+    r"""One mask per sequence, shared over time: ``(T, N, H)`` with mask ``(1, N, H)``, or
+    ``(N, T, H)`` with mask ``(N, 1, H)`` when ``batch_first``. Train :math:`y_t = m \odot x_t
+    / q`, eval :math:`y = x` (Gal & Ghahramani 2016, arXiv:1512.05287)."""
+
+    def __init__(self, p: float = 0.5, batch_first: bool = False, inplace: bool = False) -> None:
+        super().__init__(p, inplace)
+        self.batch_first = bool(batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.locked_dropout(
+            x, self.p, self.training, batch_first=self.batch_first, inplace=self.inplace
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, batch_first={self.batch_first}"
