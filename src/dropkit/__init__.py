@@ -5,10 +5,22 @@ Subpackages:
 * :mod:`dropkit.reference` - NumPy forward/backward reference layers (the test oracle).
 * :mod:`dropkit.functional` - stateless PyTorch ops, one per variant.
 * :mod:`dropkit.nn` - PyTorch modules (drop-in replacements for ``torch.nn`` dropout layers).
+* :mod:`dropkit.schedules` - dropout-rate schedules over training and stochastic-depth rates.
 * :mod:`dropkit.experiments` - reproducible experiments (the seed MLP run by ``dropkit demo``).
+
+:func:`convert` replaces a model's torch/timm/torchvision dropout modules with dropkit's.
 """
 
-from . import functional, nn, reference
+from . import functional, nn, reference, schedules
 from ._version import __version__
+from .convert import ConversionReport, convert
 
-__all__ = ["__version__", "functional", "nn", "reference"]
+__all__ = [
+    "ConversionReport",
+    "__version__",
+    "convert",
+    "functional",
+    "nn",
+    "reference",
+    "schedules",
+]

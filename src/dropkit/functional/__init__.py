@@ -7,8 +7,11 @@ variants) and supports autograd, any float dtype and any device.
 
 from .alpha import alpha_dropout, feature_alpha_dropout
 from .channel import dropout1d, dropout2d, dropout3d
+from .dropblock import drop_block2d, drop_block3d, drop_block_mask
+from .dropconnect import dropconnect_linear
 from .dropout import dropout
 from .droppath import drop_path
+from .embedding import embedded_dropout, embedding_dropout
 from .gaussian import gaussian_dropout, gaussian_noise
 from .locked import locked_dropout
 from .mask import bernoulli_mask, keep_scale, mask_shape
@@ -16,11 +19,17 @@ from .mask import bernoulli_mask, keep_scale, mask_shape
 __all__ = [
     "alpha_dropout",
     "bernoulli_mask",
+    "drop_block2d",
+    "drop_block3d",
+    "drop_block_mask",
     "drop_path",
+    "dropconnect_linear",
     "dropout",
     "dropout1d",
     "dropout2d",
     "dropout3d",
+    "embedded_dropout",
+    "embedding_dropout",
     "feature_alpha_dropout",
     "gaussian_dropout",
     "gaussian_noise",

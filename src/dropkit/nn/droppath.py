@@ -40,4 +40,4 @@ class DropPath(DropoutModule):
         )
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}"
+        return f"{super().extra_repr()}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}"
