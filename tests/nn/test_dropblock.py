@@ -11,6 +11,8 @@ from dropkit import reference
 from dropkit.functional import drop_block2d, drop_block3d, drop_block_mask
 from dropkit.nn import DropBlock2d, DropBlock3d
 from dropkit.reference.dropblock import block_extent, dilate, drop_probability, seed_probability
+from dropkit.rng import draw_seed
+from dropkit.rng import keep_mask as philox_keep_mask
 from tests.helpers import clones, import_peer
 from tests.stats import assert_binomial
 
@@ -26,13 +28,15 @@ def _gen(seed: int) -> torch.Generator:
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize(("spatial", "block"), CASES)
 def test_mask_is_the_reference_dilation_of_the_seeds(spatial, block, shared):
-    """Same uniforms: seeds U < gamma on the valid grid, dilated exactly as reference.dilate."""
+    """Seeds are the positions the Philox reference does *not* keep at rate gamma on the valid
+    grid (same seed, drawn from the same generator), dilated exactly as reference.dilate."""
     shape, p = (3, 4, *spatial), 0.35
     keep = drop_block_mask(shape, p, block, shared_channels=shared, generator=_gen(1))
     extent = block_extent(block, spatial)
     valid = tuple(n - b + 1 for n, b in zip(spatial, extent, strict=True))
-    uniform = torch.rand((3, 1 if shared else 4, *valid), generator=_gen(1))
-    seeds = (uniform < seed_probability(p, block, spatial)).numpy()
+    seed = int(draw_seed(_gen(1)))
+    gamma = seed_probability(p, block, spatial)
+    seeds = ~philox_keep_mask(seed, 0, (3, 1 if shared else 4, *valid), gamma)
     assert seeds.any()
     assert keep.dtype == torch.bool
     np.testing.assert_array_equal(keep.numpy(), ~dilate(seeds, extent))

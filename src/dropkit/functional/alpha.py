@@ -14,11 +14,11 @@ from .mask import bernoulli_mask, mask_shape
 
 
 def _alpha(
-    x: torch.Tensor, p: float, training: bool, inplace: bool, generator, dims
+    x: torch.Tensor, p: float, training: bool, inplace: bool, rng: dict, dims
 ) -> torch.Tensor:
     if not training:
         return x
-    keep = bernoulli_mask(mask_shape(x.shape, dims), p, device=x.device, generator=generator)
+    keep = bernoulli_mask(mask_shape(x.shape, dims), p, device=x.device, **rng)
     a, b = alpha_dropout_affine(p)
     if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
         nothing = torch.zeros((), dtype=torch.bool, device=x.device)
@@ -34,6 +34,9 @@ def alpha_dropout(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""SELU-preserving dropout: train :math:`y = a (x \odot m + \alpha' (1 - m)) + b`.
@@ -47,7 +50,14 @@ def alpha_dropout(
     """
     check_input(x, "alpha_dropout", inplace=inplace)
     p = check_p(p, "alpha_dropout")
-    return _alpha(x, p, training, inplace, generator, ())
+    return _alpha(
+        x,
+        p,
+        training,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        (),
+    )
 
 
 def feature_alpha_dropout(
@@ -56,6 +66,9 @@ def feature_alpha_dropout(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Alpha dropout with one mask value per (sample, channel): :math:`m` of shape
@@ -69,4 +82,11 @@ def feature_alpha_dropout(
             f"{x.dim()} dims with shape {tuple(x.shape)}"
         )
     dims = tuple(range(2, x.dim()))
-    return _alpha(x, p, training, inplace, generator, dims)
+    return _alpha(
+        x,
+        p,
+        training,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        dims,
+    )

@@ -16,13 +16,13 @@ _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
 def _channel_dropout(
-    x: torch.Tensor, p: float, training: bool, inplace: bool, generator, spatial: int
+    x: torch.Tensor, p: float, training: bool, inplace: bool, rng: dict, spatial: int
 ) -> torch.Tensor:
     owner = f"dropout{spatial}d"
     check_input(x, owner, inplace=inplace)
     check_rank(x, 2 + spatial, _LAYOUTS[spatial], owner)
     dims = tuple(range(2, 2 + spatial))
-    return dropout(x, p, training, inplace=inplace, broadcast_dims=dims, generator=generator)
+    return dropout(x, p, training, inplace=inplace, broadcast_dims=dims, **rng)
 
 
 def dropout1d(
@@ -31,11 +31,21 @@ def dropout1d(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Channel dropout for sequences ``(N, C, L)``: train :math:`y = m_{nc}\,x / q` with
     :math:`m` of shape ``(N, C, 1)``; eval :math:`y = x` (Tompson et al. 2015)."""
-    return _channel_dropout(x, p, training, inplace, generator, 1)
+    return _channel_dropout(
+        x,
+        p,
+        training,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        1,
+    )
 
 
 def dropout2d(
@@ -44,11 +54,21 @@ def dropout2d(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Channel dropout for images ``(N, C, H, W)``: train :math:`y = m_{nc}\,x / q` with
     :math:`m` of shape ``(N, C, 1, 1)``; eval :math:`y = x` (Tompson et al. 2015)."""
-    return _channel_dropout(x, p, training, inplace, generator, 2)
+    return _channel_dropout(
+        x,
+        p,
+        training,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        2,
+    )
 
 
 def dropout3d(
@@ -57,8 +77,18 @@ def dropout3d(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Channel dropout for volumes ``(N, C, D, H, W)``: train :math:`y = m_{nc}\,x / q` with
     :math:`m` of shape ``(N, C, 1, 1, 1)``; eval :math:`y = x` (Tompson et al. 2015)."""
-    return _channel_dropout(x, p, training, inplace, generator, 3)
+    return _channel_dropout(
+        x,
+        p,
+        training,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        3,
+    )

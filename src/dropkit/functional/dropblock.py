@@ -17,7 +17,7 @@ import torch.nn.functional as TF
 from dropkit.reference.dropblock import block_extent, seed_probability
 
 from ._validation import check_input, check_p, check_positive_int, check_rank
-from .mask import masked_scale
+from .mask import bernoulli_mask, masked_scale
 
 _LAYOUTS = {2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 _POOLS = {2: TF.max_pool2d, 3: TF.max_pool3d}
@@ -30,6 +30,9 @@ def drop_block_mask(
     *,
     shared_channels: bool = False,
     device: torch.device | str | None = None,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""DropBlock keep mask (bool, True = kept) for an input of ``shape`` ``(N, C, *spatial)``.
@@ -66,7 +69,12 @@ def drop_block_mask(
     valid = tuple(s - b + 1 for s, b in zip(spatial, extent, strict=True))
     gamma = seed_probability(p, block_size, spatial)
     # U < gamma is True with probability exactly gamma; gamma = 1 (p = 1) seeds everywhere.
-    seeds = torch.rand(lead + valid, device=device, generator=generator) < gamma
+    # A seed is a position *not* kept at rate gamma: P(seed) = gamma, and gamma = 1 (p = 1)
+    # seeds everywhere. Seed-grid element i takes Philox stream position offset + i.
+    seeds = ~bernoulli_mask(
+        lead + valid, gamma, device=device, seed=seed, offset=offset, backend=backend,
+        generator=generator,
+    )  # fmt: skip
     if all(b == 1 for b in extent):
         return ~seeds
     # max-pool has no bool kernel; 0/1 floats are exact. F.pad lists the last dim first.
@@ -76,7 +84,7 @@ def drop_block_mask(
     return dropped == 0
 
 
-def _drop_block(x, p, training, block_size, shared_channels, inplace, generator, spatial):
+def _drop_block(x, p, training, block_size, shared_channels, inplace, rng, spatial):
     owner = f"drop_block{spatial}d"
     check_input(x, owner, inplace=inplace)
     check_rank(x, 2 + spatial, _LAYOUTS[spatial], owner)
@@ -90,7 +98,7 @@ def _drop_block(x, p, training, block_size, shared_channels, inplace, generator,
         block_size,
         shared_channels=shared_channels,
         device=x.device,
-        generator=generator,
+        **rng,
     )
     per_sample = keep.flatten(1)
     # Integer count, then a float32 (or float64) ratio: float16 cannot hold large counts.
@@ -110,6 +118,9 @@ def drop_block2d(
     block_size: int = 7,
     shared_channels: bool = False,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""DropBlock on images: drop ``b x b`` blocks, renormalise each sample.
@@ -129,7 +140,16 @@ def drop_block2d(
         >>> y.shape
         torch.Size([2, 3, 8, 8])
     """
-    return _drop_block(x, p, training, block_size, shared_channels, inplace, generator, 2)
+    return _drop_block(
+        x,
+        p,
+        training,
+        block_size,
+        shared_channels,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        2,
+    )
 
 
 def drop_block3d(
@@ -140,6 +160,9 @@ def drop_block3d(
     block_size: int = 7,
     shared_channels: bool = False,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""DropBlock on volumes: cubic ``b x b x b`` blocks, seed rate
@@ -148,4 +171,13 @@ def drop_block3d(
 
     Shape: x ``(N, C, D, H, W)`` (strict); output the same.
     """
-    return _drop_block(x, p, training, block_size, shared_channels, inplace, generator, 3)
+    return _drop_block(
+        x,
+        p,
+        training,
+        block_size,
+        shared_channels,
+        inplace,
+        dict(seed=seed, offset=offset, backend=backend, generator=generator),
+        3,
+    )

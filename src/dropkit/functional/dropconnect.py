@@ -22,6 +22,9 @@ def dropconnect_linear(
     p: float = 0.5,
     training: bool = True,
     *,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Linear map with a Bernoulli mask on its weight matrix.
@@ -54,5 +57,13 @@ def dropconnect_linear(
     p = check_p(p, "dropconnect_linear")
     if not training:
         return TF.linear(x, weight, bias)
-    keep = bernoulli_mask(weight.shape, p, device=weight.device, generator=generator)
+    keep = bernoulli_mask(
+        weight.shape,
+        p,
+        device=weight.device,
+        seed=seed,
+        offset=offset,
+        backend=backend,
+        generator=generator,
+    )
     return TF.linear(x, masked_scale(weight, keep, keep_scale(p)), bias)

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 
 import torch
 
+from dropkit.rng.backend import resolve
+from dropkit.rng.ops import philox_dropout
+
 from ._validation import check_input, check_p
-from .mask import bernoulli_mask, keep_scale, mask_shape, masked_scale, shared_dims
+from .mask import bernoulli_mask, keep_scale, mask_shape, masked_scale, resolve_seed, shared_dims
 
 
 def scale_all(x: torch.Tensor, scale: float, *, inplace: bool = False) -> torch.Tensor:
@@ -30,6 +33,9 @@ def dropout(
     inplace: bool = False,
     inverted: bool = True,
     broadcast_dims: Sequence[int] = (),
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Dropout: zero elements with probability ``p``, sharing the mask along ``broadcast_dims``.
@@ -43,6 +49,13 @@ def dropout(
     ``p = 1`` gives zeros with zero gradient (never NaN, even for ``inf`` inputs). ``training``
     defaults to True for every dropkit functional, as in ``torch.nn.functional.dropout``.
 
+    The mask is counter-based (:mod:`dropkit.rng`): element ``i`` of the row-major flattened
+    mask takes Philox stream position ``offset + i``. Elementwise dropout (no
+    ``broadcast_dims``) runs as one fused kernel that saves only the seed for backward and
+    regenerates the mask there: 0 bytes per element between forward and backward. Dropping rows
+    ``a:b`` with ``offset = a * row_size`` gives exactly rows ``a:b`` of dropping the whole
+    tensor (sharding-invariant).
+
     Shape: x any shape ``(*)``; output the same shape, dtype and device.
 
     Args:
@@ -52,7 +65,12 @@ def dropout(
         inplace: write the result into ``x`` (not allowed on a leaf that requires grad).
         inverted: scale by 1/q in training (True) or by q in evaluation (False).
         broadcast_dims: dims along which one mask value is shared (negative allowed).
-        generator: ``torch.Generator`` for the mask; default torch's global generator.
+        seed: Philox key, an int in [0, 2^63) or a 0-d int64 tensor; default: a fresh draw from
+            ``generator`` (or torch's global generator), so ``torch.manual_seed`` reproduces runs.
+        offset: stream position of element 0 (int >= 0).
+        backend: ``"numba"`` (CPU default), ``"triton"`` (CUDA default), ``"reference"`` (NumPy)
+            or ``"torch"`` (torch's generator: reproducible, not the Philox stream).
+        generator: where the seed is drawn from when ``seed`` is None.
 
     Example:
         >>> import torch
@@ -65,5 +83,13 @@ def dropout(
     dims = shared_dims(x.shape, broadcast_dims, "dropout")
     if not training:
         return x if inverted else scale_all(x, 1.0 - p, inplace=inplace)
-    keep = bernoulli_mask(mask_shape(x.shape, dims), p, device=x.device, generator=generator)
-    return masked_scale(x, keep, keep_scale(p) if inverted else 1.0, inplace=inplace)
+    scale = keep_scale(p) if inverted else 1.0
+    if not dims:  # elementwise: one fused pass, mask regenerated in backward
+        seed_t, offset = resolve_seed(seed, offset, generator)
+        out = philox_dropout(x, seed_t, offset, p, scale, resolve(x.device, backend))
+        return x.copy_(out) if inplace else out
+    keep = bernoulli_mask(
+        mask_shape(x.shape, dims), p, device=x.device, generator=generator, seed=seed,
+        offset=offset, backend=backend,
+    )  # fmt: skip
+    return masked_scale(x, keep, scale, inplace=inplace)

@@ -22,6 +22,9 @@ def drop_path(
     mode: str = "row",
     scale_by_keep: bool = True,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Keep or drop all of each sample (``mode="row"``) or of the whole batch (``"batch"``).
@@ -50,5 +53,8 @@ def drop_path(
         inplace=inplace,
         inverted=scale_by_keep,
         broadcast_dims=dims,
+        seed=seed,
+        offset=offset,
+        backend=backend,
         generator=generator,
     )

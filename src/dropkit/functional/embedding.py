@@ -29,6 +29,9 @@ def embedding_dropout(
     p: float = 0.5,
     training: bool = True,
     *,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Row dropout on an embedding matrix: train :math:`\tilde W_v = m_v W_v / q`,
@@ -46,7 +49,16 @@ def embedding_dropout(
         True
     """
     _check_table(weight, "embedding_dropout")
-    return dropout(weight, p, training, broadcast_dims=(1,), generator=generator)
+    return dropout(
+        weight,
+        p,
+        training,
+        broadcast_dims=(1,),
+        seed=seed,
+        offset=offset,
+        backend=backend,
+        generator=generator,
+    )
 
 
 def embedded_dropout(
@@ -60,6 +72,9 @@ def embedded_dropout(
     norm_type: float = 2.0,
     scale_grad_by_freq: bool = False,
     sparse: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Look ``ids`` up in the row-dropped table: :math:`y = \tilde W[\text{ids}]`, with
@@ -80,5 +95,13 @@ def embedded_dropout(
     rows = TF.embedding(ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
     if not training:
         return rows
-    keep = bernoulli_mask((weight.shape[0], 1), p, device=weight.device, generator=generator)
+    keep = bernoulli_mask(
+        (weight.shape[0], 1),
+        p,
+        device=weight.device,
+        seed=seed,
+        offset=offset,
+        backend=backend,
+        generator=generator,
+    )
     return masked_scale(rows, keep[ids], keep_scale(p))

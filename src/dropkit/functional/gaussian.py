@@ -6,24 +6,61 @@ Srivastava et al. 2014 (JMLR 15), section 10; Wang & Manning 2013, "Fast dropout
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from ._validation import check_input, check_p
+from .mask import random_words
+
+
+def standard_normal(
+    shape: Sequence[int],
+    *,
+    device: torch.device | str | None = None,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Standard normals (float64) by Box-Muller on the Philox stream.
+
+    Positions ``2k`` and ``2k + 1`` share the words :math:`(w_{2k}, w_{2k+1})`:
+    :math:`u_1 = (w_{2k} + 1)\,2^{-32} \in (0, 1]`, :math:`u_2 = w_{2k+1} 2^{-32}`,
+    :math:`z_{2k} = \sqrt{-2 \ln u_1} \cos 2\pi u_2`, :math:`z_{2k+1} = \sqrt{-2 \ln u_1} \sin
+    2\pi u_2` (Box & Muller 1958); element ``i`` takes position ``offset + i``, as
+    :func:`dropkit.rng.normal`.
+    """
+    shape = tuple(int(n) for n in shape)
+    n = math.prod(shape)
+    start = offset - offset % 2  # pairs begin at even positions
+    count = (offset + n + 1) // 2 * 2 - start
+    words = random_words(
+        count, device=device, seed=seed, offset=start, backend=backend, generator=generator
+    ).to(torch.float64)
+    radius = torch.sqrt(-2.0 * torch.log((words[0::2] + 1.0) / 2.0**32))
+    angle = (2.0 * math.pi / 2.0**32) * words[1::2]
+    z = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1).view(-1)
+    return z[offset - start : offset - start + n].view(shape)
 
 
 def gaussian_noise(
-    shape: tuple[int, ...],
+    shape: Sequence[int],
     p: float,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Multiplicative noise :math:`\varepsilon \sim \mathcal N(1, p / (1 - p))` of ``shape``."""
-    std = math.sqrt(p / (1.0 - p))
-    noise = torch.randn(shape, dtype=dtype, device=device, generator=generator)
-    return noise.mul_(std).add_(1.0)
+    r"""Multiplicative noise :math:`\varepsilon = 1 + \sqrt{p / (1 - p)}\,z` of ``shape``, with
+    ``z`` from :func:`standard_normal` (computed in float64, then rounded to ``dtype``)."""
+    z = standard_normal(
+        shape, device=device, seed=seed, offset=offset, backend=backend, generator=generator
+    )
+    return (1.0 + math.sqrt(p / (1.0 - p)) * z).to(dtype)
 
 
 def gaussian_dropout(
@@ -32,6 +69,9 @@ def gaussian_dropout(
     training: bool = True,
     *,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Gaussian dropout: train :math:`y = x \odot \varepsilon`,
@@ -45,5 +85,8 @@ def gaussian_dropout(
     p = check_p(p, "gaussian_dropout", allow_one=False)
     if not training:
         return x
-    noise = gaussian_noise(tuple(x.shape), p, dtype=x.dtype, device=x.device, generator=generator)
+    noise = gaussian_noise(
+        tuple(x.shape), p, dtype=x.dtype, device=x.device, seed=seed, offset=offset,
+        backend=backend, generator=generator,
+    )  # fmt: skip
     return x.mul_(noise) if inplace else x * noise

@@ -19,6 +19,9 @@ def locked_dropout(
     *,
     batch_first: bool = False,
     inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Dropout whose mask is constant along the time axis.
@@ -30,4 +33,14 @@ def locked_dropout(
     layout = "(N, T, H)" if batch_first else "(T, N, H)"
     check_rank(x, 3, layout, "locked_dropout")
     time_dim = 1 if batch_first else 0
-    return dropout(x, p, training, inplace=inplace, broadcast_dims=(time_dim,), generator=generator)
+    return dropout(
+        x,
+        p,
+        training,
+        inplace=inplace,
+        broadcast_dims=(time_dim,),
+        seed=seed,
+        offset=offset,
+        backend=backend,
+        generator=generator,
+    )

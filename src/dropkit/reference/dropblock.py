@@ -26,6 +26,7 @@ overlaps); :func:`drop_probability` gives the exact per-position drop probabilit
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -46,9 +47,10 @@ def seed_probability(p: float, block_size: int, spatial: tuple[int, ...]) -> flo
     if p >= 1.0:
         return 1.0
     extent = block_extent(block_size, spatial)
-    valid = np.prod([n - b + 1 for n, b in zip(spatial, extent, strict=True)], dtype=np.float64)
-    gamma = p * np.prod(spatial, dtype=np.float64) / (np.prod(extent, dtype=np.float64) * valid)
-    return float(min(max(gamma, 0.0), 1.0))
+    # Plain Python integers: exact, and traced as constants by torch.compile (NumPy would not be).
+    valid = math.prod([n - b + 1 for n, b in zip(spatial, extent, strict=True)])
+    gamma = p * math.prod(spatial) / (math.prod(extent) * valid)
+    return min(max(gamma, 0.0), 1.0)
 
 
 def dilate(seeds: np.ndarray, extent: tuple[int, ...]) -> np.ndarray:

@@ -1,0 +1,25 @@
+"""Counter-based random numbers: Philox-4x32-10, dropkit's mask specification and its kernels.
+
+:mod:`dropkit.rng.philox` is the NumPy reference and the written specification; ``cpu`` (numba)
+and ``gpu`` (Triton) implement it bit for bit; ``ops`` wraps them as PyTorch custom operators;
+``backend`` picks one per device and draws seeds from torch's generator.
+"""
+
+from .backend import BACKENDS, draw_seed, resolve
+from .ops import bias_dropout_add, philox_dropout, philox_words
+from .philox import keep_mask, keep_threshold, normal, philox4x32, random_words, uniform
+
+__all__ = [
+    "BACKENDS",
+    "bias_dropout_add",
+    "draw_seed",
+    "keep_mask",
+    "keep_threshold",
+    "normal",
+    "philox4x32",
+    "philox_dropout",
+    "philox_words",
+    "random_words",
+    "resolve",
+    "uniform",
+]

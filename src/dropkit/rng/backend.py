@@ -1,0 +1,96 @@
+"""Choosing the kernel that computes Philox masks for a tensor, and drawing seeds.
+
+Backends, all following :mod:`dropkit.rng.philox` bit for bit except ``"torch"``:
+
+* ``"numba"`` - parallel CPU kernel (the default on the CPU);
+* ``"triton"`` - GPU kernel (the default on CUDA);
+* ``"reference"`` - the NumPy reference (any device, via host memory; slow, for checking);
+* ``"torch"`` - torch's own generator seeded with ``seed``: reproducible per seed, but *not* the
+  Philox stream, so masks differ from the other backends. The fallback on CUDA without Triton.
+
+A missing numba falls back to ``"reference"`` and a missing Triton to ``"torch"``, each with a
+one-time warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import cpu, gpu
+
+BACKENDS = ("reference", "numba", "triton", "torch")
+#: Seeds are drawn in [0, 2^63) so that they fit a signed 64-bit tensor (the key is 64-bit).
+SEED_BOUND = 2**63
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def resolve(device: torch.device, backend: str | None) -> str:
+    """The backend to use for a tensor on ``device`` (``backend=None`` picks by device)."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        if backend == "numba" and device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU tensors, got a {device.type} tensor")
+        if backend == "triton" and device.type != "cuda":
+            raise ValueError(f"backend='triton' runs on CUDA tensors, got a {device.type} tensor")
+        if backend == "numba" and not cpu.AVAILABLE:
+            raise RuntimeError("backend='numba' needs numba: pip install numba")
+        if backend == "triton" and not gpu.AVAILABLE:
+            raise RuntimeError("backend='triton' needs triton: pip install triton")
+        return backend
+    if device.type == "cuda":
+        if gpu.AVAILABLE:
+            return "triton"
+        _warn_once(
+            "triton",
+            "dropkit: triton is not installed, so CUDA dropout uses torch's generator: masks are "
+            "reproducible per seed but differ from the CPU/NumPy Philox masks (pip install triton)",
+        )
+        return "torch"
+    if device.type == "cpu" and cpu.AVAILABLE:
+        return "numba"
+    _warn_once(
+        "numba",
+        "dropkit: numba is not installed, so dropout uses the (slow) NumPy Philox reference; "
+        "masks are unchanged (pip install numba)",
+    )
+    return "reference"
+
+
+def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh seed as a 0-d int64 CPU tensor, from ``generator`` or torch's default generator.
+
+    Drawing from torch's (CPU) generator makes ``torch.manual_seed`` reproduce runs, and
+    activation checkpointing, which restores that generator, replays the same masks. Keeping the
+    seed a tensor lets ``torch.compile`` trace the draw without a graph break.
+    """
+    device = generator.device if generator is not None else "cpu"
+    seed = torch.randint(
+        0, SEED_BOUND - 1, (), dtype=torch.int64, generator=generator, device=device
+    )
+    return seed.cpu()
+
+
+def check_seed(seed: object, offset: object) -> tuple[torch.Tensor | None, int]:
+    """Validate a user ``seed`` (int in [0, 2^63) or 0-d int tensor) and ``offset`` (int >= 0)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**62:
+        raise ValueError(f"offset must be an int in [0, 2^62), got {offset!r}")
+    if seed is None:
+        return None, offset
+    if isinstance(seed, torch.Tensor):
+        if seed.dim() != 0 or seed.dtype != torch.int64:
+            raise ValueError(
+                f"seed tensor must be a 0-d int64 tensor, got {seed.dtype} {seed.shape}"
+            )
+        return seed.cpu(), offset
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_BOUND:
+        raise ValueError(f"seed must be an int in [0, 2^63) or None, got {seed!r}")
+    return torch.tensor(seed, dtype=torch.int64), offset

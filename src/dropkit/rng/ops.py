@@ -1,0 +1,160 @@
+"""Philox dropout as PyTorch custom operators (opaque to ``torch.compile``, autograd included).
+
+* ``dropkit::philox_dropout(x, seed, offset, p, scale, backend)``: ``where(keep, x * scale, 0)``
+  with ``keep`` the Philox decision of stream position ``offset + i``. Autograd saves only the
+  0-d seed tensor; backward runs the same op on the gradient, regenerating the mask (0 bytes per
+  element kept between forward and backward).
+* ``dropkit::philox_words(seed, offset, n, device, backend)``: the 32-bit words of ``n``
+  positions (as int64), from which broadcast masks, uniforms and normals are built.
+* ``dropkit::bias_dropout_add(x, bias, residual, seed, offset, p, scale, backend)``:
+  ``residual + dropout(x + bias)`` in one pass; backward regenerates the mask too.
+
+Registering them as custom ops keeps ``torch.compile`` from tracing into numba/Triton code and
+from turning the regenerated mask back into a saved bool tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import cpu, gpu, philox
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def threshold(p: float) -> int:
+    """Unsigned keep threshold for ``p < 1`` (see :func:`dropkit.rng.philox.keep_threshold`)."""
+    return philox.keep_threshold(p)
+
+
+def _torch_generator(seed: int, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def _words(seed: int, offset: int, n: int, device: torch.device, backend: str) -> Tensor:
+    if backend == "numba":
+        out = torch.empty(n, dtype=torch.uint32)
+        cpu.words_kernel(out.numpy(), seed, offset, 0)
+        return out.to(torch.int64)
+    if backend == "triton":
+        return gpu.words(n, seed, offset, 0, device)
+    if backend == "torch":
+        gen = _torch_generator(seed, device)
+        return torch.randint(0, 2**32, (n,), generator=gen, device=device, dtype=torch.int64)
+    words = philox.random_words(seed, offset, n)
+    return torch.from_numpy(words.astype("int64")).to(device)
+
+
+@torch.library.custom_op("dropkit::philox_words", mutates_args=())
+def philox_words(seed: Tensor, offset: int, n: int, device: torch.device, backend: str) -> Tensor:
+    """Words of stream positions ``offset .. offset + n - 1`` as int64 values in [0, 2^32)."""
+    return _words(int(seed), offset, n, torch.device(device), backend)
+
+
+@philox_words.register_fake
+def _(seed, offset, n, device, backend):
+    return torch.empty(n, dtype=torch.int64, device=device)
+
+
+def _dropout(x: Tensor, seed: int, offset: int, p: float, scale: float, backend: str) -> Tensor:
+    x = x.contiguous()
+    if p >= 1.0 or scale == 0.0:
+        return torch.zeros_like(x)
+    if backend == "numba" and x.dtype in _FUSED_DTYPES:
+        out = torch.empty_like(x)
+        cpu.masked_scale_kernel(
+            x.view(-1).numpy(), out.view(-1).numpy(), seed, offset, 0, threshold(p), scale
+        )
+        return out
+    if backend == "triton":
+        return gpu.masked_scale(x, torch.empty_like(x), seed, offset, 0, threshold(p), scale)
+    # Other cases (reference, torch, numba for half types): the same words, applied by torch.
+    keep = (_words(seed, offset, x.numel(), x.device, backend) >= threshold(p)).view(x.shape)
+    return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@torch.library.custom_op("dropkit::philox_dropout", mutates_args=())
+def philox_dropout(
+    x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str
+) -> Tensor:
+    """``where(keep, x * scale, 0)``, keep = Philox decision of position ``offset + i``."""
+    return _dropout(x, int(seed), offset, p, scale, backend)
+
+
+@philox_dropout.register_fake
+def _(x, seed, offset, p, scale, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_dropout(ctx, inputs, output) -> None:
+    _, seed, offset, p, scale, backend = inputs
+    ctx.save_for_backward(seed)  # 8 bytes: the mask is regenerated, never stored
+    ctx.args = (offset, p, scale, backend)
+
+
+def _dropout_backward(ctx, grad: Tensor):
+    (seed,) = ctx.saved_tensors
+    return philox_dropout(grad, seed, *ctx.args), None, None, None, None, None
+
+
+philox_dropout.register_autograd(_dropout_backward, setup_context=_setup_dropout)
+
+
+@torch.library.custom_op("dropkit::bias_dropout_add", mutates_args=())
+def bias_dropout_add(
+    x: Tensor,
+    bias: Tensor,
+    residual: Tensor,
+    seed: Tensor,
+    offset: int,
+    p: float,
+    scale: float,
+    backend: str,
+) -> Tensor:
+    """``residual + where(keep, (x + bias) * scale, 0)`` in one pass where a kernel exists."""
+    x, residual = x.contiguous(), residual.contiguous()
+    s = int(seed)
+    if p >= 1.0 or scale == 0.0:
+        return residual.clone()
+    if backend == "numba" and x.dtype in _FUSED_DTYPES:
+        out = torch.empty_like(x)
+        cpu.bias_dropout_add_kernel(
+            x.view(-1).numpy(),
+            bias.contiguous().view(-1).numpy(),
+            residual.view(-1).numpy(),
+            out.view(-1).numpy(),
+            s,
+            offset,
+            0,
+            threshold(p),
+            scale,
+        )
+        return out
+    if backend == "triton":
+        return gpu.bias_dropout_add(x, bias.contiguous(), residual, s, offset, threshold(p), scale)
+    return residual + _dropout(x + bias, s, offset, p, scale, backend)
+
+
+@bias_dropout_add.register_fake
+def _(x, bias, residual, seed, offset, p, scale, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_bda(ctx, inputs, output) -> None:
+    _, bias, _, seed, offset, p, scale, backend = inputs
+    ctx.save_for_backward(seed)
+    ctx.args = (offset, p, scale, backend)
+    ctx.bias_shape = bias.shape
+
+
+def _bda_backward(ctx, grad: Tensor):
+    (seed,) = ctx.saved_tensors
+    dx = philox_dropout(grad, seed, *ctx.args)
+    dbias = dx.reshape(-1, *ctx.bias_shape).sum(0) if ctx.needs_input_grad[1] else None
+    return dx, dbias, grad, None, None, None, None, None
+
+
+bias_dropout_add.register_autograd(_bda_backward, setup_context=_setup_bda)
