@@ -3,6 +3,7 @@
 Subpackages:
 
 * :mod:`dropkit.reference` - NumPy forward/backward reference layers (the test oracle).
+* :mod:`dropkit.rng` - Philox-4x32-10 counter-based masks (NumPy reference, numba, Triton).
 * :mod:`dropkit.functional` - stateless PyTorch ops, one per variant.
 * :mod:`dropkit.nn` - PyTorch modules (drop-in replacements for ``torch.nn`` dropout layers).
 * :mod:`dropkit.schedules` - dropout-rate schedules over training and stochastic-depth rates.
@@ -11,7 +12,7 @@ Subpackages:
 :func:`convert` replaces a model's torch/timm/torchvision dropout modules with dropkit's.
 """
 
-from . import functional, nn, reference, schedules
+from . import functional, nn, reference, rng, schedules
 from ._version import __version__
 from .convert import ConversionReport, convert
 
@@ -22,5 +23,6 @@ __all__ = [
     "functional",
     "nn",
     "reference",
+    "rng",
     "schedules",
 ]
