@@ -5,8 +5,10 @@ Backends, all following :mod:`dropkit.rng.philox` bit for bit except ``"torch"``
 * ``"numba"`` - parallel CPU kernel (the default on the CPU);
 * ``"triton"`` - GPU kernel (the default on CUDA);
 * ``"reference"`` - the NumPy reference (any device, via host memory; slow, for checking);
-* ``"torch"`` - torch's own generator seeded with ``seed``: reproducible per seed, but *not* the
-  Philox stream, so masks differ from the other backends. The fallback on CUDA without Triton.
+* ``"torch"`` - torch's own generator seeded from ``(seed, offset)``: reproducible, and different
+  offsets give unrelated masks, but it is *not* the Philox stream: masks differ from the other
+  backends and a shard does not reproduce the rows of the whole. The fallback on CUDA without
+  Triton and on devices without a Philox kernel.
 
 A missing numba falls back to ``"reference"`` and a missing Triton to ``"torch"``, each with a
 one-time warning.
@@ -55,7 +57,16 @@ def resolve(device: torch.device, backend: str | None) -> str:
             "reproducible per seed but differ from the CPU/NumPy Philox masks (pip install triton)",
         )
         return "torch"
-    if device.type == "cpu" and cpu.AVAILABLE:
+    if device.type not in ("cpu", "cuda"):
+        # No Philox kernel for this device (mps, xpu, ...); "meta" tensors never run a kernel.
+        if device.type != "meta":
+            _warn_once(
+                device.type,
+                f"dropkit: no Philox kernel for {device.type} tensors, so dropout uses torch's "
+                "generator: masks are reproducible per seed but differ from the CPU/NumPy ones",
+            )
+        return "torch"
+    if cpu.AVAILABLE:
         return "numba"
     _warn_once(
         "numba",

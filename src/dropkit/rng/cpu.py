@@ -104,11 +104,17 @@ if AVAILABLE:
             q = first + np.uint64(t)
             w0, w1, w2, w3 = _philox(q & _MASK, q >> _S32, np.uint64(stream), np.uint64(0), k0, k1)
             base = np.int64(q << np.uint64(2)) - np.int64(offset)
+            # One division per Philox call, not per element: the bias column then advances
+            # with a wrap (a 64-bit modulo per element halved the kernel's speed).
+            col = (base if base >= 0 else base + 4 * h) % h
             for lane in range(4):
                 i = base + lane
                 if 0 <= i < n:
                     w = w0 if lane == 0 else (w1 if lane == 1 else (w2 if lane == 2 else w3))
                     if w >= thr:
-                        out[i] = residual[i] + (x[i] + bias[i % h]) * s
+                        out[i] = residual[i] + (x[i] + bias[col]) * s
                     else:
                         out[i] = residual[i]
+                col += 1
+                while col >= h:
+                    col -= h

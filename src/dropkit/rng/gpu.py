@@ -149,6 +149,7 @@ def bias_dropout_add(x, bias, residual, seed: int, offset: int, threshold: int, 
     _bias_dropout_add_kernel[_grid(n, offset, block)](
         x, bias, residual, out, n, bias.numel(), seed, offset, 0, threshold, _float_bits(scale),
         BLOCK=block, F64=x.dtype == torch.float64, num_warps=8,
+        enable_fp_fusion=False,  # r + (x + b) * s rounded twice, as on the CPU (no FMA)
     )  # fmt: skip
     return out
 

@@ -28,9 +28,11 @@ def threshold(p: float) -> int:
     return philox.keep_threshold(p)
 
 
-def _torch_generator(seed: int, device: torch.device) -> torch.Generator:
+def _torch_generator(seed: int, offset: int, device: torch.device) -> torch.Generator:
+    # Mix the offset into the seed (a 64-bit multiplicative hash): torch's generator cannot
+    # skip ahead to a stream position, but different offsets must not give the same mask.
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+    gen.manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % (2**63))
     return gen
 
 
@@ -42,7 +44,7 @@ def _words(seed: int, offset: int, n: int, device: torch.device, backend: str) -
     if backend == "triton":
         return gpu.words(n, seed, offset, 0, device)
     if backend == "torch":
-        gen = _torch_generator(seed, device)
+        gen = _torch_generator(seed, offset, device)
         return torch.randint(0, 2**32, (n,), generator=gen, device=device, dtype=torch.int64)
     words = philox.random_words(seed, offset, n)
     return torch.from_numpy(words.astype("int64")).to(device)
@@ -135,7 +137,10 @@ def bias_dropout_add(
         return out
     if backend == "triton":
         return gpu.bias_dropout_add(x, bias.contiguous(), residual, s, offset, threshold(p), scale)
-    return residual + _dropout(x + bias, s, offset, p, scale, backend)
+    # Half types: compute in fp32 and round once, exactly as the Triton kernel does.
+    wide = torch.float32 if x.dtype not in _FUSED_DTYPES else x.dtype
+    dropped = _dropout(x.to(wide) + bias.to(wide), s, offset, p, scale, backend)
+    return (residual.to(wide) + dropped).to(x.dtype)
 
 
 @bias_dropout_add.register_fake
