@@ -1,0 +1,119 @@
+r"""Summaries of T Monte Carlo samples: predictive mean and variance, entropies, BALD, likelihood.
+
+Gal & Ghahramani 2016 (ICML, arXiv:1506.02142) for MC dropout and the regression variance and
+log-likelihood; Houlsby et al. 2011 and Gal, Islam & Ghahramani 2017 (arXiv:1703.02910) for
+the mutual information (BALD). Entropies are in nats and use ``torch.special.entr``, so
+:math:`0 \log 0 = 0`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class MCResult:
+    r"""The T samples of :func:`dropkit.mc.predict` and their summaries.
+
+    Layout: sample-major, ``samples`` is ``(T, N, *out)`` with ``out`` the model's output shape
+    without its batch dim; every summary is per input, ``(N, ...)``.
+
+    Attributes:
+        samples: classification: per-sample class probabilities, the softmax of the logits
+            over the class dim (dim 1 of the model output, dim 2 here); regression: the outputs.
+        mean: :math:`\bar p = \frac1T\sum_t p_t` (probabilities are averaged, not logits) or
+            :math:`\bar\mu = \frac1T\sum_t \mu_t`.
+        variance: per-element variance over the T samples (divided by T, not T - 1), plus
+            :math:`1/\tau` for regression when ``tau`` is given:
+            :math:`\tau^{-1} + \frac1T\sum_t\mu_t^2 - \bar\mu^2`.
+        predictive_entropy: :math:`H[\bar p] = -\sum_c \bar p_c\log\bar p_c` (total).
+        expected_entropy: :math:`\frac1T\sum_t H[p_t]` (aleatoric).
+        mutual_information: :math:`H[\bar p] - \frac1T\sum_t H[p_t]` (epistemic, BALD), clamped
+            at 0 against rounding.
+        variation_ratio: :math:`1 - f_{\mathrm{mode}}/T`, ``f_mode`` the number of samples
+            whose arg-max is the most frequent class.
+        log_likelihood: mean test log-likelihood when targets are given: regression (with
+            ``tau``) :math:`\mathrm{logsumexp}_t \log\mathcal N(y;\mu_t,\tau^{-1}) - \log T`
+            averaged over every element; classification :math:`\log\bar p_y` averaged.
+        task: ``"classification"`` or ``"regression"``.
+        strategy: the strategy that ran (``"prefix"``, ``"batched"`` or ``"loop"``).
+    """
+
+    samples: torch.Tensor
+    mean: torch.Tensor
+    variance: torch.Tensor
+    task: str
+    strategy: str
+    predictive_entropy: torch.Tensor | None = None
+    expected_entropy: torch.Tensor | None = None
+    mutual_information: torch.Tensor | None = None
+    variation_ratio: torch.Tensor | None = None
+    log_likelihood: torch.Tensor | None = None
+
+    @property
+    def num_samples(self) -> int:
+        """T."""
+        return self.samples.shape[0]
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_targets(targets: torch.Tensor, shape: tuple, what: str) -> None:
+    if tuple(targets.shape) != tuple(shape):
+        raise ValueError(
+            f"targets must have shape {tuple(shape)} ({what}), got {tuple(targets.shape)}"
+        )
+
+
+def summarize(
+    outputs: torch.Tensor,
+    task: str,
+    strategy: str,
+    *,
+    tau: float | None = None,
+    targets: torch.Tensor | None = None,
+) -> MCResult:
+    """Build an :class:`MCResult` from raw model outputs ``(T, N, *out)``."""
+    outputs = _float(outputs)
+    t = outputs.shape[0]
+    if task == "regression":
+        mean = outputs.mean(0)
+        variance = outputs.var(0, correction=0)
+        ll = None
+        if tau is not None:
+            variance = variance + 1.0 / tau
+        if targets is not None:
+            if tau is None:
+                raise ValueError("regression log-likelihood needs tau (the model precision)")
+            _check_targets(targets, mean.shape, "the model output without T")
+            sq = (targets.to(outputs) - outputs).square()  # (T, N, *out)
+            per = torch.logsumexp(-0.5 * tau * sq, 0) - math.log(t)
+            ll = (per - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau)).mean()
+        return MCResult(outputs, mean, variance, task, strategy, log_likelihood=ll)
+    if outputs.dim() < 3:
+        raise ValueError(
+            "classification needs logits of shape (N, C, ...) (classes in dim 1), got outputs "
+            f"of shape {tuple(outputs.shape[1:])}; use task='regression' for other outputs"
+        )
+    probs = outputs.softmax(2)
+    mean = probs.mean(0)
+    predictive = torch.special.entr(mean).sum(1)
+    expected = torch.special.entr(probs).sum(2).mean(0)
+    mi = (predictive - expected).clamp_min(0.0)
+    votes = torch.nn.functional.one_hot(probs.argmax(2), probs.shape[2]).sum(0)  # (N, ..., C)
+    variation = 1.0 - votes.amax(-1).to(mean.dtype) / t
+    ll = None
+    if targets is not None:
+        _check_targets(targets, mean.shape[:1] + mean.shape[2:], "class indices per input")
+        ll = mean.gather(1, targets.long().unsqueeze(1)).log().mean()
+    return MCResult(
+        probs, mean, probs.var(0, correction=0), task, strategy, predictive, expected, mi,
+        variation, ll,
+    )  # fmt: skip
