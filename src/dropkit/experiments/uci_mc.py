@@ -108,7 +108,7 @@ def evaluate(net: nn.Module, x: np.ndarray, y: np.ndarray, y_mean: float, y_std:
     """(RMSE of the MC mean, mean test log-likelihood), both in the original units of y."""
     result = mc.predict(net, torch.from_numpy(x), samples, task="regression", seed=seed,
                         chunk_size=max(1, 2_000_000 // max(1, len(x))))  # fmt: skip
-    draws = result.samples[..., 0].double() * y_std + y_mean  # (T, N)
+    draws = result.samples[..., 0].double() * float(y_std) + float(y_mean)  # (T, N)
     target = torch.from_numpy(y)
     rmse = float(torch.sqrt(((draws.mean(0) - target) ** 2).mean()))
     ll = (torch.logsumexp(-0.5 * tau * (target - draws) ** 2, 0) - math.log(samples)
