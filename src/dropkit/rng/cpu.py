@@ -42,6 +42,13 @@ if AVAILABLE:
             c0, c1, c2, c3 = n0, p1 & _MASK, n2, p0 & _MASK
         return c0, c1, c2, c3
 
+    @numba.njit(inline="always")
+    def _setup(seed, offset, n):
+        """Key words and the range of Philox calls covering positions offset .. offset+n-1."""
+        first = np.uint64(offset) >> np.uint64(2)
+        calls = ((np.uint64(offset) + np.uint64(n) + np.uint64(3)) >> np.uint64(2)) - first
+        return np.uint64(seed) & _MASK, np.uint64(seed) >> _S32, first, calls
+
     @numba.njit(parallel=True, cache=True)
     def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
         """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else 0.
@@ -50,10 +57,7 @@ if AVAILABLE:
         is the unsigned keep threshold; p = 1 is handled by the caller.
         """
         n = x.size
-        k0 = np.uint64(seed) & _MASK
-        k1 = np.uint64(seed) >> _S32
-        first = np.uint64(offset) >> np.uint64(2)
-        calls = ((np.uint64(offset) + np.uint64(n) + np.uint64(3)) >> np.uint64(2)) - first
+        k0, k1, first, calls = _setup(seed, offset, n)
         thr = np.uint64(threshold)
         zero = x.dtype.type(0)
         s = x.dtype.type(scale)
@@ -71,10 +75,7 @@ if AVAILABLE:
     def words_kernel(out, seed, offset, stream):
         """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
         n = out.size
-        k0 = np.uint64(seed) & _MASK
-        k1 = np.uint64(seed) >> _S32
-        first = np.uint64(offset) >> np.uint64(2)
-        calls = ((np.uint64(offset) + np.uint64(n) + np.uint64(3)) >> np.uint64(2)) - first
+        k0, k1, first, calls = _setup(seed, offset, n)
         for t in numba.prange(calls):
             q = first + np.uint64(t)
             w0, w1, w2, w3 = _philox(q & _MASK, q >> _S32, np.uint64(stream), np.uint64(0), k0, k1)
@@ -94,10 +95,7 @@ if AVAILABLE:
         """
         n = x.size
         h = bias.size
-        k0 = np.uint64(seed) & _MASK
-        k1 = np.uint64(seed) >> _S32
-        first = np.uint64(offset) >> np.uint64(2)
-        calls = ((np.uint64(offset) + np.uint64(n) + np.uint64(3)) >> np.uint64(2)) - first
+        k0, k1, first, calls = _setup(seed, offset, n)
         thr = np.uint64(threshold)
         s = x.dtype.type(scale)
         for t in numba.prange(calls):
