@@ -13,12 +13,15 @@ Subpackages:
 * :mod:`dropkit.data` - checksummed dataset loaders.
 * :mod:`dropkit.experiments` - reproducible experiments (the seed MLP run by ``dropkit demo``).
 
-:func:`convert` replaces a model's torch/timm/torchvision dropout modules with dropkit's.
+:func:`convert` replaces a model's torch/timm/torchvision dropout modules with dropkit's;
+:func:`regularization` and :func:`dropout_rates` collect the loss terms and learned rates of
+the learned-rate layers (:mod:`dropkit.nn.learned`).
 """
 
 from . import acquisition, data, functional, mc, metrics, nn, reference, rng, schedules
 from ._version import __version__
 from .convert import ConversionReport, convert
+from .nn.learned import dropout_rates, regularization
 
 __all__ = [
     "ConversionReport",
@@ -26,11 +29,13 @@ __all__ = [
     "acquisition",
     "convert",
     "data",
+    "dropout_rates",
     "functional",
     "mc",
     "metrics",
     "nn",
     "reference",
+    "regularization",
     "rng",
     "schedules",
 ]
