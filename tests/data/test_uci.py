@@ -92,3 +92,31 @@ def test_bad_names_and_arguments():
         uci_splits(10, 2, train_fraction=1.5)
     with pytest.raises(FileNotFoundError):
         load_uci("yacht", "/nonexistent/data.txt")
+
+
+def test_fetch_downloads_into_the_cache_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A download (file:// URL) is verified, renamed into the cache, and a corrupt one leaves
+    neither the file nor a partial file behind."""
+    source = tmp_path / "src.txt"
+    source.write_text("4 5 6\n")
+    monkeypatch.delenv("DROPKIT_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    remote = RemoteFile("d/f.txt", source.as_uri(), sha256_of(source))
+    got = fetch(remote)
+    assert got.read_text() == "4 5 6\n"
+    assert sorted(p.name for p in got.parent.iterdir()) == ["f.txt"]
+    bad = RemoteFile("d/g.txt", source.as_uri(), "1" * 64)
+    with pytest.raises(ValueError, match="does not match"):
+        fetch(bad)
+    assert sorted(p.name for p in got.parent.iterdir()) == ["f.txt"]
+
+
+def test_an_explicit_path_is_the_only_place_looked(tmp_path, monkeypatch):
+    """A wrong explicit path fails even when the cache holds the file."""
+    source = tmp_path / "src.txt"
+    source.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    remote = RemoteFile("h.txt", source.as_uri(), sha256_of(source))
+    fetch(remote)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fetch(remote, tmp_path / "missing.txt")

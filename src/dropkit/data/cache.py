@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,26 +58,33 @@ def fetch(
     Order: ``path`` (a file, or a data root holding ``remote.relpath``), then
     ``$DROPKIT_DATA/<relpath>``, then the cache, downloading into it when ``download``.
     """
-    candidates: list[Path] = []
-    if path is not None:
+    if path is not None:  # an explicit path is the only place looked: a wrong one must fail
         given = Path(path)
-        candidates.append(given / remote.relpath if given.is_dir() else given)
-    elif os.environ.get("DROPKIT_DATA"):
+        candidate = given / remote.relpath if given.is_dir() else given
+        if not candidate.is_file():
+            raise FileNotFoundError(f"{candidate} does not exist (looked for {remote.relpath})")
+        return _verified(candidate, remote)
+    candidates = []
+    if os.environ.get("DROPKIT_DATA"):
         candidates.append(Path(os.environ["DROPKIT_DATA"]) / remote.relpath)
     cached = cache_dir() / remote.relpath
     candidates.append(cached)
     for candidate in candidates:
         if candidate.is_file():
             return _verified(candidate, remote)
-    if path is not None:
-        raise FileNotFoundError(f"{candidates[0]} does not exist (looked for {remote.relpath})")
     if not download:
         raise FileNotFoundError(f"{remote.relpath} is not in {cached.parent} and download=False")
     cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(cached.name + ".part")
-    with urllib.request.urlopen(remote.url, timeout=60) as response, open(partial, "wb") as out:
-        for block in iter(lambda: response.read(1 << 20), b""):
-            out.write(block)
-    _verified(partial, remote)
-    partial.replace(cached)
+    # A unique temporary name per download: concurrent downloads never share a partial file,
+    # and a failed or interrupted one leaves nothing that looks like data.
+    fd, partial_name = tempfile.mkstemp(dir=cached.parent, prefix=cached.name, suffix=".part")
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+        _verified(partial, remote)
+        partial.replace(cached)
+    finally:
+        partial.unlink(missing_ok=True)
     return cached
