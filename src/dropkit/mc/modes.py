@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from torch import nn
 
 from dropkit import nn as dkn
+from dropkit.nn.learned.base import LearnedDropout
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ _RANDOM_FUNCTION = re.compile(
 
 def is_dropkit_dropout(module: nn.Module) -> bool:
     """A :mod:`dropkit.nn` dropout module (``DropoutModule``, ``WeightDrop``,
-    ``DropConnectLinear``)."""
-    return isinstance(module, dkn.DropoutModule | dkn.WeightDrop | dkn.DropConnectLinear)
+    ``DropConnectLinear``, or a learned-rate layer of :mod:`dropkit.nn.learned`)."""
+    return isinstance(
+        module, dkn.DropoutModule | dkn.WeightDrop | dkn.DropConnectLinear | LearnedDropout
+    )
 
 
 def is_dropout_module(module: nn.Module) -> bool:

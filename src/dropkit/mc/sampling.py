@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from dropkit import functional as F
 from dropkit import nn as dkn
+from dropkit.nn.learned.base import LearnedDropout
 from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
 
 from .modes import is_dropkit_dropout
@@ -135,6 +136,11 @@ _SUPPORTED = (
 def unsupported_message(m: nn.Module, name: str = "") -> str:
     """Why ``consistent=True`` cannot control ``m``'s masks, and the fix."""
     where = f"{name!r} ({type(m).__qualname__})" if name else type(m).__qualname__
+    if isinstance(m, LearnedDropout):
+        return (
+            f"consistent=True: {where} learns its rate and draws its noise from torch's "
+            "generator, not from the counter-based stream; use consistent=False for it"
+        )
     if is_dropkit_dropout(m):
         return (
             f"consistent=True: {where} is a subclass of a dropkit module with its own forward; "

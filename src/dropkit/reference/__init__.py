@@ -9,6 +9,7 @@ explicit ``mask=`` in ``forward`` to replay one.
 from .alpha import ALPHA_PRIME, AlphaDropout, FeatureAlphaDropout, alpha_dropout_affine
 from .base import Layer, check_p, make_rng
 from .channel import Dropout1d, Dropout2d, Dropout3d
+from .concrete import ConcreteDropout, SpatialConcreteDropout
 from .dropblock import DropBlock2d, DropBlock3d, drop_probability, seed_probability
 from .dropconnect import DropConnectLinear
 from .dropout import Dropout
@@ -19,11 +20,14 @@ from .gradcheck import gradcheck, gradient_errors
 from .layers import Embedding, Linear, ReLU, Sequential, SoftmaxCrossEntropy
 from .locked import LockedDropout
 from .optim import SGD
+from .standout import Standout
+from .variational import VariationalDropout, VariationalDropoutLinear, variational_dropout_kl
 
 __all__ = [
     "ALPHA_PRIME",
     "SGD",
     "AlphaDropout",
+    "ConcreteDropout",
     "DropBlock2d",
     "DropBlock3d",
     "DropConnectLinear",
@@ -42,6 +46,10 @@ __all__ = [
     "ReLU",
     "Sequential",
     "SoftmaxCrossEntropy",
+    "SpatialConcreteDropout",
+    "Standout",
+    "VariationalDropout",
+    "VariationalDropoutLinear",
     "alpha_dropout_affine",
     "check_p",
     "drop_probability",
@@ -49,4 +57,5 @@ __all__ = [
     "gradient_errors",
     "make_rng",
     "seed_probability",
+    "variational_dropout_kl",
 ]
