@@ -75,7 +75,7 @@ class DropRate:
 def check_positive_int(value: object, name: str, owner: str) -> int:
     """Validate an integer hyper-parameter that must be at least 1 (sizes, block sizes)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {name}={value!r}")
     return int(value)
 
 

@@ -223,8 +223,8 @@ def test_extreme_initialisations_stay_finite(kind, log_sigma2):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"in_channels": 0}, "in_channels must be an integer >= 1, got 0"),
-        ({"out_channels": -1}, "out_channels must be an integer >= 1, got -1"),
+        ({"in_channels": 0}, "in_channels must be an integer >= 1, got in_channels=0"),
+        ({"out_channels": -1}, "out_channels must be an integer >= 1, got out_channels=-1"),
         ({"kernel_size": 0}, "kernel_size must be an integer >= 1 or a pair of them, got 0"),
         ({"stride": 0}, "stride must be an integer >= 1"),
         ({"padding": -1}, "padding must be an integer >= 0"),

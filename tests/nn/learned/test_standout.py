@@ -176,7 +176,7 @@ def test_bad_arguments():
         Standout(3, 2, alpha="x")
     with pytest.raises(TypeError, match="beta"):
         Standout(3, 2, beta=True)
-    with pytest.raises(ValueError, match="in_features must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="in_features must be an integer >= 1, got in_features=0"):
         Standout(0, 2)
     with pytest.raises(TypeError, match="activation must be callable"):
         Standout(3, 2, activation="relu")

@@ -13,6 +13,8 @@ import numbers
 import torch
 from torch import nn
 
+from dropkit.reference.base import check_positive_int
+
 from .base import LearnedDropout
 
 __all__ = ["ConcreteDropout", "SpatialConcreteDropout", "concrete_dropout", "concrete_regularizers"]
@@ -43,12 +45,6 @@ def _check_real(
     return value
 
 
-def _check_dim(value: object, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an int >= 1, got {name}={value!r}")
-    return int(value)
-
-
 def concrete_regularizers(lengthscale: float, tau: float, n: int) -> tuple[float, float]:
     r"""The paper's ``(weight_regularizer, dropout_regularizer)`` for a prior length-scale
     :math:`l`, a model precision :math:`\tau` and :math:`N` training examples:
@@ -62,7 +58,7 @@ def concrete_regularizers(lengthscale: float, tau: float, n: int) -> tuple[float
     owner = "concrete_regularizers"
     lengthscale = _check_real(lengthscale, "lengthscale", owner, low=0.0)
     tau = _check_real(tau, "tau", owner, low=0.0)
-    n = _check_dim(n, "n", owner)
+    n = check_positive_int(n, "n", owner)
     return lengthscale**2 / (tau * n), 2.0 / (tau * n)
 
 
@@ -159,7 +155,7 @@ class ConcreteDropout(LearnedDropout):
         # K: what the wrapped layer declares, else what the caller says, else the first input.
         declared = getattr(layer, "in_features", getattr(layer, "in_channels", None))
         if input_dim is not None:
-            input_dim = _check_dim(input_dim, "input_dim", name)
+            input_dim = check_positive_int(input_dim, "input_dim", name)
             if declared is not None and declared != input_dim:
                 raise ValueError(
                     f"{name}: input_dim={input_dim} contradicts the wrapped layer's input "
