@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import dropkit.functional as F
+from dropkit.reference.alpha import alpha_dropout_affine
 from dropkit.reference.dropblock import block_extent, dilate, seed_probability
 from dropkit.rng import keep_mask, normal, ops
 
@@ -115,3 +116,33 @@ def test_drop_block_mask_seeds_follow_keep_mask(shape, block_size, shared_channe
     )
     assert torch.equal(out, torch.from_numpy(expected))
     assert seeds.any()
+
+
+@pytest.mark.parametrize("op", ["gaussian", "alpha"])
+def test_gaussian_and_alpha_dropout_store_only_the_seed(op):
+    """Gaussian and alpha dropout regenerate their noise/mask in backward: autograd keeps only
+    the 8-byte seed, and the gradient still equals the regenerated noise/mask's."""
+    x = torch.randn(4096, dtype=torch.float64, requires_grad=True)
+    fn = F.gaussian_dropout if op == "gaussian" else F.alpha_dropout
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        y = fn(x, 0.3, seed=11)
+    assert sum(saved) == 8
+    y.backward(torch.ones_like(y))
+    if op == "gaussian":
+        expected = F.gaussian_noise((4096,), 0.3, dtype=torch.float64, seed=11)
+    else:
+        a, _ = alpha_dropout_affine(0.3)
+        expected = F.bernoulli_mask((4096,), 0.3, seed=11).double() * a
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+
+
+def test_gaussian_and_alpha_custom_ops_pass_opcheck():
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor(5)
+    torch.library.opcheck(torch.ops.dropkit.gaussian_dropout.default, (x, seed, 2, 0.4, "numba"))
+    torch.library.opcheck(
+        torch.ops.dropkit.alpha_dropout.default, (x, seed, 2, 0.4, [3, 5], "numba")
+    )

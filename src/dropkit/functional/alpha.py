@@ -8,9 +8,44 @@ from __future__ import annotations
 import torch
 
 from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
+from dropkit.rng.backend import resolve
 
 from ._validation import check_input, check_p
-from .mask import bernoulli_mask, mask_shape
+from .mask import bernoulli_mask, mask_shape, resolve_seed
+
+
+@torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
+def _alpha_op(
+    x: torch.Tensor, seed: torch.Tensor, offset: int, p: float, shape: list[int], backend: str
+) -> torch.Tensor:
+    """``a * where(keep, x, alpha') + b`` with ``keep`` of ``shape`` from the Philox stream."""
+    a, b = alpha_dropout_affine(p)
+    return torch.where(_keep(seed, shape, p, x.device, offset, backend), x, ALPHA_PRIME) * a + b
+
+
+@_alpha_op.register_fake
+def _(x, seed, offset, p, shape, backend):
+    return torch.empty_like(x)
+
+
+def _alpha_setup(ctx, inputs, output) -> None:
+    x, seed, offset, p, shape, backend = inputs
+    ctx.save_for_backward(seed)  # the mask is regenerated in backward, never stored
+    ctx.args = (shape, p, x.device, offset, backend)
+
+
+def _alpha_backward(ctx, grad):
+    (seed,) = ctx.saved_tensors
+    a, _ = alpha_dropout_affine(ctx.args[1])
+    zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+    return torch.where(_keep(seed, *ctx.args), grad * a, zero), None, None, None, None, None
+
+
+_alpha_op.register_autograd(_alpha_backward, setup_context=_alpha_setup)
+
+
+def _keep(seed, shape, p, device, offset, backend) -> torch.Tensor:
+    return bernoulli_mask(shape, p, device=device, seed=seed, offset=offset, backend=backend)
 
 
 def _alpha(
@@ -18,14 +53,16 @@ def _alpha(
 ) -> torch.Tensor:
     if not training:
         return x
-    keep = bernoulli_mask(mask_shape(x.shape, dims), p, device=x.device, **rng)
+    seed, offset = resolve_seed(rng["seed"], rng["offset"], rng["generator"])
     a, b = alpha_dropout_affine(p)
     if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
         nothing = torch.zeros((), dtype=torch.bool, device=x.device)
         return x.masked_fill_(~nothing, 0) if inplace else torch.where(nothing, x, 0.0)
     if inplace:
+        keep = _keep(seed, mask_shape(x.shape, dims), p, x.device, offset, rng["backend"])
         return x.masked_fill_(~keep, ALPHA_PRIME).mul_(a).add_(b)
-    return torch.where(keep, x, ALPHA_PRIME) * a + b
+    backend = resolve(x.device, rng["backend"])
+    return _alpha_op(x, seed, offset, p, list(mask_shape(x.shape, dims)), backend)
 
 
 def alpha_dropout(

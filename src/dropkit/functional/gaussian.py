@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
+from dropkit.rng.backend import resolve
+
 from ._validation import check_input, check_p
-from .mask import random_words
+from .mask import random_words, resolve_seed
 
 
 def standard_normal(
@@ -63,6 +65,39 @@ def gaussian_noise(
     return (1.0 + math.sqrt(p / (1.0 - p)) * z).to(dtype)
 
 
+@torch.library.custom_op("dropkit::gaussian_dropout", mutates_args=())
+def _gaussian_op(
+    x: torch.Tensor, seed: torch.Tensor, offset: int, p: float, backend: str
+) -> torch.Tensor:
+    """``x * noise`` with the noise from the Philox stream (see :func:`standard_normal`)."""
+    return x * _noise(seed, tuple(x.shape), p, x.dtype, x.device, offset, backend)
+
+
+@_gaussian_op.register_fake
+def _(x, seed, offset, p, backend):
+    return torch.empty_like(x)
+
+
+def _gaussian_setup(ctx, inputs, output) -> None:
+    x, seed, offset, p, backend = inputs
+    ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
+    ctx.args = (tuple(x.shape), p, x.dtype, x.device, offset, backend)
+
+
+def _gaussian_backward(ctx, grad):
+    (seed,) = ctx.saved_tensors
+    return grad * _noise(seed, *ctx.args), None, None, None, None
+
+
+_gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup)
+
+
+def _noise(seed, shape, p, dtype, device, offset, backend) -> torch.Tensor:
+    return gaussian_noise(
+        shape, p, dtype=dtype, device=device, seed=seed, offset=offset, backend=backend
+    )
+
+
 def gaussian_dropout(
     x: torch.Tensor,
     p: float = 0.5,
@@ -77,7 +112,7 @@ def gaussian_dropout(
     r"""Gaussian dropout: train :math:`y = x \odot \varepsilon`,
     :math:`\varepsilon \sim \mathcal N(1, \sigma^2)`, :math:`\sigma^2 = p / (1 - p)` (the
     moments of the inverted Bernoulli mask); eval :math:`y = x`. ``p = 1`` is rejected (infinite
-    variance).
+    variance). The noise is regenerated from the seed in backward, never stored.
 
     Shape: any; output the same.
     """
@@ -85,8 +120,7 @@ def gaussian_dropout(
     p = check_p(p, "gaussian_dropout", allow_one=False)
     if not training:
         return x
-    noise = gaussian_noise(
-        tuple(x.shape), p, dtype=x.dtype, device=x.device, seed=seed, offset=offset,
-        backend=backend, generator=generator,
-    )  # fmt: skip
-    return x.mul_(noise) if inplace else x * noise
+    seed_t, offset = resolve_seed(seed, offset, generator)
+    if inplace:
+        return x.mul_(_noise(seed_t, tuple(x.shape), p, x.dtype, x.device, offset, backend))
+    return _gaussian_op(x, seed_t, offset, p, resolve(x.device, backend))
