@@ -215,7 +215,7 @@ def test_batch_bald_large_batches_stay_finite() -> None:
         (lambda: mutual_information(np.ones((2, 3, 2))), r"probs.*sum to 1.*got a sum of 2"),
         (lambda: variation_ratio(-np.ones((1, 1, 1))), r"probs must be non-negative"),
         (lambda: acquire(mc_probs(0), 2, "random"), r"method must be one of .*got 'random'"),
-        (lambda: acquire(mc_probs(0), 0), r"k must be an integer >= 1, got 0"),
+        (lambda: acquire(mc_probs(0), 0), r"k must be an integer >= 1, got k=0"),
         (lambda: acquire(mc_probs(0), 51), r"k must be at most the pool size N = 50, got 51"),
         (lambda: batch_bald(mc_probs(0), 2, num_configurations=0), r"num_configurations must"),
         (lambda: batch_bald(mc_probs(0), 2, seed=0.5), r"seed must be an integer, got 0.5"),

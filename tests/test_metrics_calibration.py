@@ -144,8 +144,8 @@ def test_torch_and_numpy_inputs_agree() -> None:
         ({"labels": [2]}, r"labels must lie in \[0, 2\).*got 2"),
         ({"labels": [0.0]}, r"labels must be integer"),
         ({"labels": [0, 1]}, r"same number of samples.*probs has 1, labels has 2"),
-        ({"n_bins": 0}, r"n_bins must be an integer >= 1, got 0"),
-        ({"n_bins": True}, r"n_bins must be an integer >= 1, got True"),
+        ({"n_bins": 0}, r"n_bins must be an integer >= 1, got n_bins=0"),
+        ({"n_bins": True}, r"n_bins must be an integer >= 1, got n_bins=True"),
         ({"strategy": "equal"}, r"strategy must be one of .*got 'equal'"),
     ],
 )

@@ -7,10 +7,10 @@ lose precision in float32 and every check sees the values the metric will use.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
+
+from dropkit.reference.base import check_positive_int  # the one check for sizes and counts
 
 __all__ = ["as_float_array", "as_labels", "check_positive_int", "check_probs", "check_same_length"]
 
@@ -91,10 +91,3 @@ def check_same_length(owner: str, **arrays: np.ndarray) -> int:
     if n == 0:
         raise ValueError(f"{owner}: inputs must not be empty (N = 0)")
     return n
-
-
-def check_positive_int(value: object, name: str, owner: str) -> int:
-    """An integer >= 1 (bools are rejected: ``True`` is not a bin count)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
-    return int(value)

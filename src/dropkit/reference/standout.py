@@ -16,7 +16,8 @@ from .base import RngLike, as_float_array, given_mask, make_rng
 from .layers import Linear
 
 
-def _finite(value: object, name: str) -> float:
+def check_gain(value: object, name: str) -> float:
+    """Standout's alpha or beta: a finite real number (TypeError or ValueError naming it)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Standout: {name} must be a finite real number, got {value!r}")
     if not math.isfinite(value):
@@ -67,8 +68,8 @@ class Standout(Linear):
         super().__init__(
             in_features, out_features, bias, init_std=init_std, rng=self.rng, dtype=dtype
         )
-        self.alpha = _finite(alpha, "alpha")
-        self.beta = _finite(beta, "beta")
+        self.alpha = check_gain(alpha, "alpha")
+        self.beta = check_gain(beta, "beta")
         #: The last keep mask drawn in training (True = kept); None before the first.
         self.mask: np.ndarray | None = None
 

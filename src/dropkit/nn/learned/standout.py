@@ -17,7 +17,6 @@ ports that read ``x.grad`` in ``forward`` use a stale gradient from another step
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
@@ -25,18 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from dropkit.reference.base import check_positive_int
+from dropkit.reference.standout import check_gain  # the same alpha/beta check as the twin
 
 from .base import LearnedDropout
 
 __all__ = ["Standout"]
-
-
-def _finite(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Standout: {name} must be a finite real number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"Standout: {name} must be a finite real number, got {value!r}")
-    return float(value)
 
 
 class Standout(LearnedDropout):
@@ -114,7 +106,7 @@ class Standout(LearnedDropout):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _finite(value, "alpha")
+        self._alpha = check_gain(value, "alpha")
 
     @property
     def beta(self) -> float:
@@ -123,7 +115,7 @@ class Standout(LearnedDropout):
 
     @beta.setter
     def beta(self, value: float) -> None:
-        self._beta = _finite(value, "beta")
+        self._beta = check_gain(value, "beta")
 
     @property
     def p(self) -> float:
