@@ -1,12 +1,32 @@
-"""The command line: ``dropkit demo`` prints the tables, bad arguments fail cleanly."""
+"""The command line end to end: demo, list, run, sweep, report, bench, and clean failures."""
 
+from __future__ import annotations
+
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import dropkit
 from dropkit.cli import format_table, main
+
+TINY = ["--set", "n_train=120", "mc_samples=3", "hidden=32", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No user cache, no data folder, downloads allowed only where a test says otherwise."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("DROPKIT_DATA", raising=False)
+    monkeypatch.delenv("DROPKIT_OFFLINE", raising=False)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dropkit", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, check=False)  # fmt: skip
 
 
 def test_version_is_exposed():
@@ -14,29 +34,160 @@ def test_version_is_exposed():
     assert dropkit.__version__.count(".") >= 2
 
 
-def test_demo_prints_summary_table(capsys):
-    assert main(["demo", "--epochs", "50", "--p", "0.5", "0"]) == 0
+def test_list_names_every_recipe(capsys):
+    assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "eval acc (dropout off)" in out
-    summary = out.strip().splitlines()[-2:]
-    assert [line.split()[0] for line in summary] == ["0.5", "0"]
+    for name in ("toy-mlp", "mnist-mlp", "digits-mlp", "cnn-spatial", "rnn-locked",
+                 "transformer-lm", "uci-mc", "srivastava-mnist", "mnist1d-mlp"):  # fmt: skip
+        assert f"\n{name} " in f"\n{out}", name
 
 
-def test_demo_rejects_rate_outside_unit_interval(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["demo", "--p", "1.5"])
-    assert info.value.code == 2
-    assert "[0, 1]" in capsys.readouterr().err
+def test_demo_writes_a_run_folder_and_prints_the_comparison(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--epochs", "1", "--out", str(out_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.strip().startswith("trial"))
+    for column in ("train acc", "test acc", "gap", "test NLL", "MC ECE"):
+        assert column in header
+    rows = [line.split()[0] for line in out.splitlines() if line.strip().startswith("p=")]
+    assert rows == ["p=0", "p=0.2", "p=0.5"]
+    assert f"run folder: {out_dir}" in out
+    for name in ("report.md", "report.html", "curves.png", "reliability.png", "rates.png"):
+        assert (out_dir / name).is_file()
 
 
-def test_python_dash_m_entry_point():
-    done = subprocess.run(
-        [sys.executable, "-m", "dropkit", "demo", "--epochs", "5", "--p", "0.2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "train-mode acc" in done.stdout
+def test_run_then_report_regenerates_from_saved_metrics(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", "digits-mlp", "--p", "0", "0.5", "--epochs", "2", "--seed", "3",
+                 "--out", str(run_dir), *TINY]) == 0  # fmt: skip
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["seeds"] == [3]
+    assert config["rates"] == [0.0, 0.5]
+    assert config["command"].startswith("dropkit run digits-mlp --p 0 0.5")
+    report = (run_dir / "report.md").read_text()
+    (run_dir / "report.md").unlink()
+    (run_dir / "curves.png").unlink()
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.md").read_text() == report
+    assert (run_dir / "curves.png").is_file()
+    assert "p=0.5" in capsys.readouterr().out
+
+
+def test_sweep_runs_every_seed_and_reports_mean_and_std(tmp_path, capsys):
+    run_dir = tmp_path / "sweep"
+    assert main(["sweep", "toy-mlp", "--p", "0.5", "--seeds", "0", "1", "--epochs", "3",
+                 "--out", str(run_dir), "--no-progress"]) == 0  # fmt: skip
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == [
+        "p0.5-seed0", "p0.5-seed1",
+    ]  # fmt: skip
+    row = next(line for line in capsys.readouterr().out.splitlines() if "p=0.5" in line)
+    assert "±" in row
+    assert row.split()[-1] == "2"  # two finished seeds
+
+
+def test_interrupted_run_resumes_from_the_command_line(tmp_path):
+    """A run killed mid-way (SIGINT) continues with --resume to the same records."""
+    from dropkit.experiments import run_recipe
+
+    args = dict(rates=[0.5], epochs=3, progress=False, report=False)
+    whole = run_recipe("toy-mlp", out=tmp_path / "whole", **args)
+
+    def stop(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe("toy-mlp", out=tmp_path / "cut", on_epoch=stop, **args)
+    done = _cli("run", "toy-mlp", "--resume", "--out", str(tmp_path / "cut"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    for run in (whole, tmp_path / "cut"):
+        records = (run / "p0.5-seed0" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in records] == [1, 2, 3]
+    strip = [
+        [{k: v for k, v in json.loads(r).items() if k != "time_s"} for r in
+         (run / "p0.5-seed0" / "metrics.jsonl").read_text().splitlines()]
+        for run in (whole, tmp_path / "cut")
+    ]  # fmt: skip
+    assert strip[0] == strip[1]
+
+
+def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, monkeypatch, capsys):
+    import dropkit.experiments.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_recipe", interrupted)
+    assert main(["run", "toy-mlp", "--out", str(tmp_path / "r"), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err
+    assert "--resume" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["run", "nope"], 1, "unknown recipe 'nope'"),
+        (["run", "toy-mlp", "--p", "1.5"], 2, "dropout rate must be in [0, 1)"),
+        (["run", "toy-mlp", "--p", "half"], 2, "dropout rate must be a number"),
+        (["run", "toy-mlp", "--epochs", "0"], 2, "must be an integer >= 1"),
+        (["run", "toy-mlp", "--set", "bogus=1"], 1, "unknown setting"),
+        (["run", "toy-mlp", "--resume"], 1, "--resume needs --out"),
+        (["run", "toy-mlp", "--resume", "--out", "x", "--p", "0"], 1, "drop --p"),
+        (["report", "no-such-run"], 1, "not a dropkit run folder"),
+        (["bench", "no-such-bench"], 1, "unknown benchmark"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line_and_no_traceback(tmp_path, args, code, message):
+    done = _cli(*args)
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    if code == 1:
+        assert done.stderr.count("\n") == 1, done.stderr  # exactly one line
+
+
+def test_missing_data_offline_fails_with_one_line_naming_the_file(tmp_path):
+    offline = {"DROPKIT_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "empty")}
+    done = _cli("run", "mnist-mlp", "--out", str(tmp_path / "r"), "--no-progress", env=offline)
+    assert done.returncode == 1
+    assert not (tmp_path / "r").exists(), "a run that recorded nothing leaves no folder behind"
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "mnist/" in done.stderr
+    assert "DROPKIT_DATA" in done.stderr
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "keep.txt").write_text("precious")
+    done = _cli("run", "toy-mlp", "--out", str(tmp_path / "r"), "--no-progress")
+    assert done.returncode == 1
+    assert "--resume" in done.stderr
+    assert (tmp_path / "r" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU"
+)  # fmt: skip
+def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "toy-mlp", "--device", "cuda", "--out", str(tmp_path / "r")]) == 1
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_lists_the_benchmark_scripts(capsys):
+    if not (Path(__file__).resolve().parents[1] / "bench" / "_harness.py").is_file():
+        pytest.skip("not a source checkout")
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu_dropout" in out
+    assert "mc_dropout" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out
 
 
 def test_format_table_aligns_columns():

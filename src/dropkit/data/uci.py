@@ -76,14 +76,16 @@ def get_dataset(name: str) -> UCIDataset:
 
 
 def load_uci(
-    name: str, path: str | os.PathLike | None = None, *, download: bool = True
+    name: str, path: str | os.PathLike | None = None, *, download: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features ``(n, d)`` and targets ``(n,)`` (float64) of a UCI dataset.
 
     ``path`` may be the ``data.txt`` file itself or a data root holding
-    ``uci/<name>/data/data.txt``; otherwise ``$DROPKIT_DATA`` or the download cache is used.
-    Features are columns ``0..d-1`` and the target column is the dataset's (naval has an unused
-    last column, dropped).
+    ``uci/<name>/data/data.txt``; otherwise ``$DROPKIT_DATA`` or the download cache is used,
+    downloading unless ``download=False`` or, with ``download=None``, ``DROPKIT_OFFLINE`` is set
+    (a missing file then raises a one-line FileNotFoundError, see
+    :func:`dropkit.data.cache.missing_file_error`). Features are columns ``0..d-1`` and the
+    target column is the dataset's (naval has an unused last column, dropped).
     """
     info = get_dataset(name)
     data = np.loadtxt(fetch(info.remote, path, download=download))

@@ -1,0 +1,166 @@
+"""Run folders: the files an experiment leaves behind, written so that nothing is ever half-written.
+
+A run is a folder::
+
+    RUN_DIR/config.json                  what was run (recipe, rates, seeds, settings, versions)
+    RUN_DIR/<trial>/config.json          one trial: a rate (and variant) with a seed
+    RUN_DIR/<trial>/metrics.jsonl        one JSON object per epoch
+    RUN_DIR/<trial>/checkpoint.pt        model, optimiser and RNG states after the last epoch
+    RUN_DIR/<trial>/summary.json         final metrics (written when the trial is done)
+    RUN_DIR/<trial>/predictions.npz      MC-mean probabilities and labels (classification)
+    RUN_DIR/report.md, report.html, *.png
+
+Every file is written to a temporary name in the same folder and renamed over the target
+(``os.replace`` is atomic on POSIX and Windows), so a run killed at any instant leaves either the
+old or the new version of each file, never a torn one. ``metrics.jsonl`` is rewritten whole on
+each append for the same reason (it holds one short line per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TrialDir",
+    "read_json",
+    "read_jsonl",
+    "trial_name",
+    "write_atomic",
+    "write_json",
+]
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every file parses with any JSON reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically (non-finite floats become null)."""
+    text = json.dumps(_clean(data), indent=2, sort_keys=False) + "\n"
+    return write_atomic(path, lambda h: h.write(text), mode="w")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a ValueError names the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file (``[]`` when it does not exist)."""
+    file = Path(path)
+    if not file.is_file():
+        return []
+    records = []
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}, line {number}: not valid JSON ({error})") from error
+    return records
+
+
+def trial_name(p: float, seed: int, variant: str | None = None) -> str:
+    """Folder name of a trial, e.g. ``p0.2-seed0`` or ``p0.25-locked-seed1``."""
+    middle = f"-{variant}" if variant else ""
+    return f"p{p:g}{middle}-seed{seed}"
+
+
+class TrialDir:
+    """The folder of one trial and the operations on its files.
+
+    ``metrics.jsonl`` lines each carry an integer ``"epoch"``; :meth:`truncate` drops the lines
+    after the last checkpointed epoch so that a resumed trial rewrites them exactly once.
+    """
+
+    METRICS = "metrics.jsonl"
+    CHECKPOINT = "checkpoint.pt"
+    SUMMARY = "summary.json"
+    PREDICTIONS = "predictions.npz"
+    CONFIG = "config.json"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every epoch record written so far."""
+        return read_jsonl(self.file(self.METRICS))
+
+    def write_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(_clean(r)) + "\n" for r in records)
+        write_atomic(self.file(self.METRICS), lambda h: h.write(lines), mode="w")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record (rewriting the file atomically)."""
+        self.write_metrics([*self.metrics(), record])
+
+    def truncate(self, last_epoch: int) -> None:
+        """Keep only the records of epochs ``<= last_epoch``."""
+        records = self.metrics()
+        kept = [r for r in records if int(r["epoch"]) <= last_epoch]
+        if len(kept) != len(records):
+            self.write_metrics(kept)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch
+
+        write_atomic(self.file(self.CHECKPOINT), lambda h: torch.save(state, h))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none yet."""
+        import torch
+
+        file = self.file(self.CHECKPOINT)
+        if not file.is_file():
+            return None
+        # our own files: they hold optimiser state and RNG states (numpy arrays and tuples)
+        return torch.load(file, map_location="cpu", weights_only=False)
+
+    def summary(self) -> dict[str, Any] | None:
+        file = self.file(self.SUMMARY)
+        return read_json(file) if file.is_file() else None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.file(self.SUMMARY), summary)
+
+    def save_predictions(self, **arrays: Any) -> None:
+        import numpy as np
+
+        write_atomic(self.file(self.PREDICTIONS), lambda h: np.savez_compressed(h, **arrays))
