@@ -46,24 +46,25 @@ def _rate(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``; the message says what the value is."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be an integer >= {minimum}, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1, "epochs")
+_seed = _int_at_least(0, "seed")
 
 
 def _print_results(run_dir: Path) -> None:
@@ -270,8 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.command in ("run", "sweep") and "--resume" not in argv else "")  # fmt: skip
         print(f"\ndropkit: interrupted{hint}", file=sys.stderr)
         return INTERRUPTED
-    except (CommandError, ValueError, FileNotFoundError, NotADirectoryError, ImportError,
-            FloatingPointError, PermissionError) as error:  # fmt: skip
+    # OSError covers missing files, failed downloads and unwritable folders
+    except (CommandError, ValueError, OSError, ImportError, FloatingPointError) as error:
         print(f"dropkit: error: {_one_line(error)}", file=sys.stderr)
         return FAILED
 

@@ -20,6 +20,7 @@ from .gradcheck import gradcheck, gradient_errors
 from .layers import Embedding, Linear, ReLU, Sequential, SoftmaxCrossEntropy
 from .locked import LockedDropout
 from .optim import SGD
+from .sparse_vd import SparseVDConv2d, SparseVDLinear, sparse_vd_kl
 from .standout import Standout
 from .variational import VariationalDropout, VariationalDropoutLinear, variational_dropout_kl
 
@@ -46,6 +47,8 @@ __all__ = [
     "ReLU",
     "Sequential",
     "SoftmaxCrossEntropy",
+    "SparseVDConv2d",
+    "SparseVDLinear",
     "SpatialConcreteDropout",
     "Standout",
     "VariationalDropout",
@@ -57,5 +60,6 @@ __all__ = [
     "gradient_errors",
     "make_rng",
     "seed_probability",
+    "sparse_vd_kl",
     "variational_dropout_kl",
 ]

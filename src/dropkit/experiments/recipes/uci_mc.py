@@ -14,8 +14,8 @@ from ..uci_mc import PAPER_TABLE1, SplitResult, UCIConfig, run_uci, summarise
 class Settings:
     """Which dataset and how much of the protocol: the rate is the trial's (p = 0: no
     dropout, one deterministic prediction); the precision τ is chosen on a validation split
-    from the dataset's published grid. ``--epochs`` sets the training epochs per fit (40 in
-    the paper, 20 for protein)."""
+    from the dataset's published grid. ``--epochs`` sets the training epochs per fit (the
+    protocol's 40 underfit with batch 128; the recipe's default is 400)."""
 
     dataset: str = "concrete"
     splits: int = 5
@@ -59,7 +59,7 @@ RECIPE = register(Recipe(
     source="Gal & Ghahramani 2016, 'Dropout as a Bayesian approximation', Table 1",
     data="UCI regression datasets with the 20 standard splits (regenerated, not shipped)",
     task="regression", settings=Settings, train=train, default_rates=(0.0, 0.05),
-    default_epochs=40,
+    default_epochs=400,
     columns=(("rmse", "RMSE"), ("rmse_se", "RMSE s.e."), ("ll", "test LL"), ("ll_se", "LL s.e."),
              ("paper_rmse", "paper RMSE"), ("paper_ll", "paper LL")),
     curves=({"title": "test RMSE per split", "ylabel": "RMSE", "xlabel": "split",
@@ -68,5 +68,6 @@ RECIPE = register(Recipe(
              "xlabel": "split", "keys": {"log_likelihood": "LL"}}),
     sweep_metric=("ll", "test log-likelihood"),
     notes="The paper's columns are for its tuned dropout rate and 10,000 MC samples; here each "
-    "trial fixes the rate.",
+    "trial fixes the rate. 400 epochs by default: with batch 128 the protocol's 40 epochs leave "
+    "the small datasets underfitted (concrete RMSE 8.3 at 40 epochs, 5.4 at 400).",
 ))  # fmt: skip
