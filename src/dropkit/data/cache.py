@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropkit._atomic import write_atomic
+
 # Errors of the transfer itself (unreachable host, HTTP status, dropped connection), as
 # opposed to local disk errors, which must surface unchanged.
 DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
@@ -131,22 +133,8 @@ def sha256_of(path: Path) -> str:
 
 
 def write_atomically(target: Path, payload: bytes) -> None:
-    """Write ``payload`` under a unique temporary name in ``target``'s folder, then rename it.
-
-    Readers never see a partial file, concurrent writers never share one, and a failed write
-    leaves nothing behind.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(
-        dir=target.parent, prefix=target.name + ".", suffix=".part"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` to ``target`` atomically (see :func:`dropkit._atomic.write_atomic`)."""
+    write_atomic(target, lambda handle: handle.write(payload))
 
 
 def _verified(path: Path, remote: RemoteFile) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .runs import TrialDir
+from .runs import TrialDir, trial_label
 
 __all__ = [
     "RECIPES",
@@ -50,7 +50,7 @@ class TrialContext:
 
     @property
     def label(self) -> str:
-        return f"p={self.p:g}" + (f" {self.variant}" if self.variant else "")
+        return trial_label(self.p, self.variant)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Recipe:
             if p == 0 and variants:
                 kinds = ["none"]
             for variant in kinds:
-                label = f"p={p:g}" + (f" {variant}" if variant else "")
+                label = trial_label(p, variant)
                 for seed in seeds:
                     out.append({"name": trial_name(p, seed, variant), "p": float(p),
                                 "seed": int(seed), "variant": variant, "label": label})  # fmt: skip

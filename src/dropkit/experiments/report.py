@@ -23,13 +23,16 @@ import html
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from dropkit._atomic import write_atomic
+
+from .runs import read_json, read_jsonl, trial_label
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -107,35 +110,6 @@ class Run:
 # Reading a run folder
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from error
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}, line {number}: expected a JSON object, got {record!r}")
-        records.append(record)
-    return records
-
-
-def _default_label(p: float, variant: str | None) -> str:
-    return f"p={p:g}" + (f" {variant}" if variant else "")
-
-
 def _trial_from_entry(run_dir: Path, entry: Any, index: int) -> Trial:
     where = f"{run_dir / CONFIG}, trials[{index}]"
     if not isinstance(entry, dict) or "name" not in entry or "p" not in entry:
@@ -147,15 +121,15 @@ def _trial_from_entry(run_dir: Path, entry: Any, index: int) -> Trial:
     p = float(entry["p"])
     variant = entry.get("variant")
     variant = None if variant is None else str(variant)
-    label = entry.get("label") or _default_label(p, variant)
+    label = entry.get("label") or trial_label(p, variant)
     trial = Trial(name, p, int(entry.get("seed", 0)), variant, str(label))
 
     folder = run_dir / name
     if not folder.is_dir():  # not started yet: an unfinished trial, not an error
         return trial
-    trial.metrics = _read_metrics(folder / METRICS)
+    trial.metrics = read_jsonl(folder / METRICS)
     if (folder / SUMMARY).is_file():
-        summary = _read_json(folder / SUMMARY)
+        summary = read_json(folder / SUMMARY)
         if not isinstance(summary, dict):
             raise ValueError(f"{folder / SUMMARY}: expected a JSON object, got {summary!r}")
         trial.summary = summary
@@ -183,7 +157,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
             f"{path} is not a dropkit run folder (no {CONFIG}); pass the folder an experiment "
             "run wrote, the one holding config.json and one subfolder per trial"
         )
-    config = _read_json(path / CONFIG)
+    config = read_json(path / CONFIG)
     if not isinstance(config, dict):
         raise ValueError(f"{path / CONFIG}: expected a JSON object, got {type(config).__name__}")
     entries = config.get("trials") or []
@@ -652,26 +626,9 @@ def _html(run: Run, images: Sequence[_Image]) -> str:
 # Writing
 
 
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, then rename it over ``path``.
-
-    A reader (a browser refreshing the report, a second report writer) sees the old file or
-    the new one, never a half-written one.
-    """
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(partial, 0o644)  # mkstemp makes the file private (0600); a report is shared
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
     data = text.encode("utf-8")
-    _write_atomic(path, lambda handle: handle.write(data))
+    write_atomic(path, lambda handle: handle.write(data))
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -698,7 +655,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
         if fig is None:
             continue
         path = run.path / file
-        _write_atomic(path, lambda handle, fig=fig: fig.savefig(handle, format="png", dpi=DPI))
+        write_atomic(path, lambda handle, fig=fig: fig.savefig(handle, format="png", dpi=DPI))
         written[file] = path
         images.append(_Image(file, title))
     for file, render in (("report.md", _markdown), ("report.html", _html)):

@@ -21,36 +21,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from dropkit._atomic import write_atomic
 
 __all__ = [
     "TrialDir",
     "read_json",
     "read_jsonl",
+    "trial_label",
     "trial_name",
     "write_atomic",
     "write_json",
 ]
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def _clean(value: Any) -> Any:
@@ -73,7 +58,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a ValueError names the file when it is not valid JSON."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
@@ -84,14 +69,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not file.is_file():
         return []
     records = []
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{file}, line {number}: not valid JSON ({error})") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{file}, line {number}: expected a JSON object, got {record!r}")
+        records.append(record)
     return records
+
+
+def trial_label(p: float, variant: str | None = None) -> str:
+    """How a trial is named in tables and legends, e.g. ``p=0.2`` or ``p=0.25 locked``."""
+    return f"p={p:g}" + (f" {variant}" if variant else "")
 
 
 def trial_name(p: float, seed: int, variant: str | None = None) -> str:

@@ -6,14 +6,18 @@
 * :func:`predict`: T samples by ``"loop"``, ``"batched"`` (replicated batch) or ``"prefix"``
   (deterministic part once, via ``torch.fx``), optionally with consistent masks
   (:func:`sample_seed`), summarised as an :class:`MCResult` (mean, variance, predictive and
-  expected entropy, mutual information, variation ratio, log-likelihood).
+  expected entropy, mutual information, variation ratio, log-likelihood). Without a
+  ``chunk_size`` the replicated forwards are chunked to a memory budget
+  (:func:`copies_within_budget`); prefix plans are cached per model (:func:`clear_plan_cache`).
 
 Gal & Ghahramani 2016 (ICML, arXiv:1506.02142); Kirsch, van Amersfoort & Gal 2019 (BatchBALD,
 arXiv:1906.08158) for consistent masks.
 """
 
+from .budget import copies_within_budget
 from .modes import MCHandle, enable, functional_parents, is_dropout_module, mc_mode
 from .predict import STRATEGIES, predict
+from .prefix import clear_plan_cache
 from .result import TASKS, MCResult
 from .sampling import sample_seed
 
@@ -22,6 +26,8 @@ __all__ = [
     "TASKS",
     "MCHandle",
     "MCResult",
+    "clear_plan_cache",
+    "copies_within_budget",
     "enable",
     "functional_parents",
     "is_dropout_module",

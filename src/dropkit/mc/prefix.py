@@ -16,11 +16,21 @@ that cross the cut:
 This is exact whenever the batched strategy is: it only removes ``T - 1`` evaluations of
 deterministic nodes (peers.md (b)22; baal's ``MCCachingModule``, BatchBALD's
 ``deterministic_forward_impl``).
+
+Tracing costs milliseconds, more than a whole ``predict`` of a small batch, so :func:`plan_for`
+keeps the plan of each model (weakly: a collected model leaves no entry) and reuses it while
+what the plan was built from is unchanged: the module tree (names, types, identities and any
+``forward`` set on an instance), the identities of the parameters and buffers, the sampled
+modules, and the input's dtype, number of dims and device. Failures are kept as well, so a
+model that cannot be traced is not traced again on every call. Plain Python attributes that
+``forward`` reads (and that tracing bakes into the graph) are not watched: after changing one,
+call :func:`clear_plan_cache`.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -191,3 +201,76 @@ def build_plan(model: nn.Module, sampled: Sequence[nn.Module], x: torch.Tensor) 
     if all(n in kept for n in crossing):  # the probe's batch needs no second prefix run
         plan.first = (x, tuple(kept[n] for n in crossing))
     return plan
+
+
+# model -> (key, plan or the reason it has none); one entry per model, so a model whose structure
+# keeps changing cannot grow the cache. The values never refer to the model itself (only to its
+# submodules and tensors), so the weak key is what keeps an entry alive.
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PrefixPlan | str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def model_signature(model: nn.Module, sampled_names: Sequence[str]) -> tuple:
+    """What a plan is built from, on the model's side: a cheap value that changes when the
+    plan would. Module identities (not only types) catch a module replaced by another of the
+    same type, which the plan would otherwise keep calling; a ``forward`` set on an instance is
+    traced in its place (the sampled modules' are predict's own wrappers, new on every call and
+    never traced); tensor identities catch reassigned parameters and buffers (``.to()``
+    replaces buffers), which ``get_attr`` nodes hold. In-place changes (new weights, a new
+    dropout rate) need no new plan: the graphs call the live modules and read the live
+    tensors."""
+    skip = set(sampled_names)
+    # one walk, reading each module's own tensors: half the time of parameters() and buffers(),
+    # which walk the tree again (it is paid on every predict call)
+    modules = tuple(
+        (
+            name, type(m), id(m), None if name in skip else id(vars(m).get("forward")),
+            tuple(map(id, m._parameters.values())), tuple(map(id, m._buffers.values())),
+        )
+        for name, m in model.named_modules()
+    )  # fmt: skip
+    return modules, tuple(sampled_names)
+
+
+def plan_for(
+    model: nn.Module,
+    sampled_names: Sequence[str],
+    sampled: Sequence[nn.Module],
+    x: torch.Tensor,
+    *,
+    signature: tuple | None = None,
+) -> PrefixPlan:
+    """The cached :func:`build_plan` of ``model`` for the modules ``sampled`` (named
+    ``sampled_names``) and inputs like ``x``; built and stored on a miss. Raises
+    :class:`NoPrefixError` (also from the cache) when the model cannot be split.
+    ``signature``: :func:`model_signature` when the caller has it already.
+
+    A plan fresh from :func:`build_plan` carries the prefix values of ``x`` for its first
+    :meth:`PrefixPlan.run_prefix`; the caller must drop them (``plan.first = None``) once the
+    call is over, so the cache holds no batch."""
+    if signature is None:
+        signature = model_signature(model, sampled_names)
+    key = (signature, x.dtype, x.dim(), x.device)
+    entry = _PLANS.get(model)
+    if entry is not None and entry[0] == key:
+        if isinstance(entry[1], str):
+            raise NoPrefixError(entry[1])
+        return entry[1]
+    try:
+        plan = build_plan(model, sampled, x)
+    except NoPrefixError as why:
+        # the message only: the exception's traceback holds frames that refer to the model
+        _PLANS[model] = (key, str(why))
+        raise
+    _PLANS[model] = (key, plan)
+    return plan
+
+
+def clear_plan_cache(model: nn.Module | None = None) -> None:
+    """Forget the cached plan of ``model`` (every model's with None), e.g. after changing a
+    Python attribute that ``forward`` reads."""
+    if model is None:
+        _PLANS.clear()
+    else:
+        _PLANS.pop(model, None)
