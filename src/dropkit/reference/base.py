@@ -79,6 +79,17 @@ def check_positive_int(value: object, name: str, owner: str) -> int:
     return int(value)
 
 
+def check_int_pair(value: object, name: str, owner: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints (kernel size, stride, ...), each at least ``minimum``, as a pair."""
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+    if len(pair) != 2 or not ints or min(pair) < minimum:
+        raise ValueError(
+            f"{owner}: {name} must be an integer >= {minimum} or a pair of them, got {value!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
 def as_float_array(x: object, owner: str, name: str = "x") -> np.ndarray:
     """Return ``x`` as a floating-point ndarray, refusing integer, bool and complex data.
 

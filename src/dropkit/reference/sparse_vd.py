@@ -24,7 +24,14 @@ import numbers
 
 import numpy as np
 
-from .base import Layer, RngLike, as_float_array, check_positive_int, make_rng
+from .base import (
+    Layer,
+    RngLike,
+    as_float_array,
+    check_int_pair,
+    check_positive_int,
+    make_rng,
+)
 from .concrete import sigmoid
 
 __all__ = ["SparseVDConv2d", "SparseVDLinear", "sparse_vd_kl"]
@@ -326,18 +333,6 @@ class SparseVDLinear(_SparseVD):
         )
 
 
-def _pair(value: object, name: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each at least ``minimum``, as a pair (torch layer's message)."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
-    if len(pair) != 2 or not ints or min(pair) < minimum:
-        raise ValueError(
-            f"SparseVDConv2d: {name} must be an integer >= {minimum} or a pair of them, "
-            f"got {value!r}"
-        )
-    return int(pair[0]), int(pair[1])
-
-
 class SparseVDConv2d(_SparseVD):
     r"""2-d convolution with sparse variational dropout on every kernel weight (Molchanov et al.
     2017), computed as im2col followed by one matrix product per group.
@@ -392,10 +387,10 @@ class SparseVDConv2d(_SparseVD):
                 f"{owner}: groups must divide in_channels and out_channels, got groups={groups} "
                 f"with in_channels={in_channels}, out_channels={out_channels}"
             )
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = check_int_pair(kernel_size, "kernel_size", owner, 1)
+        self.stride = check_int_pair(stride, "stride", owner, 1)
+        self.padding = check_int_pair(padding, "padding", owner, 0)
+        self.dilation = check_int_pair(dilation, "dilation", owner, 1)
         self.threshold = threshold
         self.rng = make_rng(rng)
         #: The last ε drawn or given in training; None before the first.

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dropkit.reference.base import check_positive_int
+from dropkit.reference.base import check_int_pair, check_positive_int
 
 from .base import LearnedDropout
 
@@ -156,18 +156,6 @@ class SparseVDLinear(_SparseVD):
         )
 
 
-def _pair(value: object, name: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each at least ``minimum``, as a pair."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
-    if len(pair) != 2 or not ints or min(pair) < minimum:
-        raise ValueError(
-            f"SparseVDConv2d: {name} must be an integer >= {minimum} or a pair of them, "
-            f"got {value!r}"
-        )
-    return int(pair[0]), int(pair[1])
-
-
 class SparseVDConv2d(_SparseVD):
     r"""2-d convolution with sparse variational dropout on every kernel weight.
 
@@ -212,10 +200,10 @@ class SparseVDConv2d(_SparseVD):
                 f"{owner}: groups must divide in_channels and out_channels, got groups={groups} "
                 f"with in_channels={in_channels}, out_channels={out_channels}"
             )
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = check_int_pair(kernel_size, "kernel_size", owner, 1)
+        self.stride = check_int_pair(stride, "stride", owner, 1)
+        self.padding = check_int_pair(padding, "padding", owner, 0)
+        self.dilation = check_int_pair(dilation, "dilation", owner, 1)
         self.threshold = threshold
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self._init_parameters(shape, bias, {"device": device, "dtype": dtype})
