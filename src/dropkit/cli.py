@@ -173,9 +173,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scripts = {p.stem: p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")}
     if args.list or not args.names:
         for name, path in scripts.items():
-            doc = path.read_text().split('"""')[1].strip().splitlines()[0] if '"""' in (
-                path.read_text()) else ""  # fmt: skip
-            print(f"{name:18s} {doc}")
+            parts = path.read_text().split('"""')
+            print(f"{name:18s} {parts[1].strip().splitlines()[0] if len(parts) > 1 else ''}")
         return 0
     unknown = [n for n in args.names if n not in scripts]
     if unknown:

@@ -155,9 +155,10 @@ def apply_overrides(settings: Any, overrides: Sequence[str]) -> Any:
 
 def check_settings(
     settings: Any, *, positive: Sequence[str] = (), fractions: Sequence[str] = (),
-    nonnegative: Sequence[str] = (),
+    nonnegative: Sequence[str] = (), sizes: Sequence[str] = (),
 ) -> None:  # fmt: skip
-    """ValueError naming the setting unless each listed one is > 0, in [0, 1) or >= 0."""
+    """ValueError naming the setting unless each listed one is > 0, in [0, 1), >= 0, or (for
+    ``sizes``) a non-empty tuple of layer sizes >= 1."""
     for name in positive:
         value = getattr(settings, name)
         if value is not None and not value > 0:
@@ -170,3 +171,7 @@ def check_settings(
         value = getattr(settings, name)
         if not value >= 0:
             raise ValueError(f"setting {name} must be >= 0, got {value!r}")
+    for name in sizes:
+        value = getattr(settings, name)
+        if not value or min(value) < 1:
+            raise ValueError(f"setting {name} must list sizes >= 1, got {value!r}")

@@ -73,7 +73,8 @@ def build_model(config: ToyMLPConfig) -> Sequential:
     )
 
 
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows of ``logits`` ``(N, K)`` whose argmax equals ``labels`` ``(N,)``."""
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
@@ -98,7 +99,7 @@ def run_toy_mlp(
         model.backward(criterion.backward(1.0))
         optimizer.step()
         if epoch == 1 or epoch % config.log_every == 0 or epoch == config.epochs:
-            record = EpochRecord(epoch, loss, _accuracy(logits, y))
+            record = EpochRecord(epoch, loss, accuracy(logits, y))
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
@@ -107,7 +108,7 @@ def run_toy_mlp(
     return ToyMLPResult(
         config=config,
         history=history,
-        train_mode_accuracy=_accuracy(train_logits, y),
-        eval_accuracy=_accuracy(eval_logits, y),
+        train_mode_accuracy=accuracy(train_logits, y),
+        eval_accuracy=accuracy(eval_logits, y),
         eval_loss=float(criterion.forward(eval_logits, y)),
     )

@@ -107,6 +107,8 @@ def fit(
     with ``epoch``, ``train_loss`` (mean training-mode loss of the epoch's steps) and
     ``time_s``.
     """
+    # Reseeded here so the masks of a trial do not depend on how many draws its model's
+    # initialisation took; a resumed trial replaces this state with the checkpoint's.
     torch.manual_seed(ctx.seed)
     start = 0
     trial = ctx.trial
@@ -205,7 +207,8 @@ def classification_summary(
     _, train_acc, _ = evaluate_classifier(model, *train, batch_size)
     nll, test_acc, probs = evaluate_classifier(model, *test, batch_size)
     labels = test[1].cpu().numpy()
-    if sampled(model) and mc_samples > 0:
+    stochastic = sampled(model)
+    if stochastic and mc_samples > 0:
         chunk = max(1, 2_000_000 // max(1, batch_size * probs.shape[1]))
         parts = [mc.predict(model, test[0][s], mc_samples, seed=ctx.seed + i,
                             chunk_size=chunk).mean.double().cpu()
@@ -227,7 +230,7 @@ def classification_summary(
         "mc_nll": negative_log_likelihood(mc_np, labels),
         "mc_brier": brier_score(mc_np, labels),
         "mc_ece": expected_calibration_error(mc_np, labels),
-        "mc_samples": mc_samples if sampled(model) else 0,
+        "mc_samples": mc_samples if stochastic else 0,
     }
 
 

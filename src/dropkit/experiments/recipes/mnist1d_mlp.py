@@ -25,9 +25,9 @@ class Settings:
     data_seed: int = 42
 
     def __post_init__(self) -> None:
-        check_settings(self, positive=("lr", "batch_size"), nonnegative=("mc_samples",))
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"setting hidden must list sizes >= 1, got {self.hidden!r}")
+        check_settings(
+            self, sizes=("hidden",), positive=("lr", "batch_size"), nonnegative=("mc_samples",)
+        )
 
 
 def train(ctx: TrialContext) -> dict[str, float]:

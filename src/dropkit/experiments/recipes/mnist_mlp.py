@@ -27,9 +27,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("lr", "batch_size", "n_train", "n_test"),
-                       nonnegative=("mc_samples",))  # fmt: skip
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"setting hidden must list sizes >= 1, got {self.hidden!r}")
+                       nonnegative=("mc_samples",), sizes=("hidden",))  # fmt: skip
 
 
 def mnist_tensors(ctx: TrialContext, n_train: int | None, n_test: int | None, flat: bool):

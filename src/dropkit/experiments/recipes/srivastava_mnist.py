@@ -30,9 +30,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("max_norm", "lr", "batch_size", "n_train", "n_test"),
-                       fractions=("input_p", "momentum"), nonnegative=("mc_samples",))  # fmt: skip
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"setting hidden must list sizes >= 1, got {self.hidden!r}")
+                       fractions=("input_p", "momentum"), nonnegative=("mc_samples",),
+                       sizes=("hidden",))  # fmt: skip
 
 
 def train(ctx: TrialContext) -> dict[str, float]:

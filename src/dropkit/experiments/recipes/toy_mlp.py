@@ -5,13 +5,11 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 
-import numpy as np
-
 from dropkit.reference import SGD, SoftmaxCrossEntropy
 
 from ..recipe import Recipe, TrialContext, check_settings, register
 from ..runs import write_atomic
-from ..toy_mlp import ToyMLPConfig, build_model, make_data
+from ..toy_mlp import ToyMLPConfig, accuracy, build_model, make_data
 
 CHECKPOINT = "checkpoint.pkl"
 
@@ -31,10 +29,6 @@ class Settings:
         check_settings(self, positive=("n_samples", "n_features", "n_hidden", "lr", "init_std"))
         if self.n_classes < 2:
             raise ValueError(f"setting n_classes must be >= 2, got {self.n_classes!r}")
-
-
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(logits.argmax(axis=1) == labels))
 
 
 def train(ctx: TrialContext) -> dict[str, float]:
@@ -60,9 +54,9 @@ def train(ctx: TrialContext) -> dict[str, float]:
         model.backward(criterion.backward(1.0))
         optimizer.step()
         eval_logits = model.forward(x, training=False)
-        record = {"epoch": epoch, "train_loss": loss, "train_mode_acc": _accuracy(logits, y),
+        record = {"epoch": epoch, "train_loss": loss, "train_mode_acc": accuracy(logits, y),
                   "eval_loss": float(criterion.forward(eval_logits, y)),
-                  "eval_acc": _accuracy(eval_logits, y)}  # fmt: skip
+                  "eval_acc": accuracy(eval_logits, y)}  # fmt: skip
         ctx.trial.append_metrics(record)
         blob = pickle.dumps({"epoch": epoch, "model": model, "optimizer": optimizer})
         write_atomic(path, lambda h, blob=blob: h.write(blob))
@@ -70,7 +64,7 @@ def train(ctx: TrialContext) -> dict[str, float]:
             ctx.on_epoch(record)
     train_logits = model.forward(x, training=True)
     eval_logits = model.forward(x, training=False)
-    train_acc, eval_acc = _accuracy(train_logits, y), _accuracy(eval_logits, y)
+    train_acc, eval_acc = accuracy(train_logits, y), accuracy(eval_logits, y)
     return {"final_loss": float(criterion.forward(train_logits, y)),
             "train_mode_acc": train_acc, "eval_acc": eval_acc, "gap": eval_acc - train_acc,
             "eval_loss": float(criterion.forward(eval_logits, y))}  # fmt: skip
