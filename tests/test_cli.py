@@ -186,6 +186,17 @@ def test_bench_lists_the_benchmark_scripts(capsys):
     assert "mc_dropout" in out
 
 
+def test_a_closed_output_pipe_is_not_an_error():
+    """``dropkit list | head -0``: the reader is gone before the first write (EPIPE)."""
+    child = subprocess.Popen([sys.executable, "-m", "dropkit", "list"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    with child:
+        child.stdout.close()  # before the child has imported anything, let alone printed
+        err = child.stderr.read()
+    assert child.returncode == 0
+    assert "error" not in err
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out

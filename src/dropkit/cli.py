@@ -9,6 +9,7 @@ the arguments or the data end the command with a one-line message and a non-zero
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -264,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.args = args.args[1:]
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (``dropkit list | head``): nothing left to say to it
+        # point fd 1 at devnull so the flush at exit does not fail on the broken pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         hint = (f"; continue with: {args.command_line} --resume" if out and
