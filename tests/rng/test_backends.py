@@ -276,3 +276,36 @@ def test_torch_backend_mixes_the_offset_into_its_seed():
     b = F.dropout(x, 0.5, seed=1, offset=4, backend="torch")
     assert torch.equal(a, F.dropout(x, 0.5, seed=1, offset=0, backend="torch"))
     assert not torch.equal(a, b)
+
+
+ELEMS_PER_BLOCK = 4 * cpu.BLOCK
+BLOCK_SIZES = [ELEMS_PER_BLOCK - 1, ELEMS_PER_BLOCK, ELEMS_PER_BLOCK + 1, 3 * ELEMS_PER_BLOCK + 5]
+BLOCK_OFFSETS = [0, 1, 3, ELEMS_PER_BLOCK - 2, 2**32 + 3]
+
+
+@pytest.mark.parametrize("offset", BLOCK_OFFSETS)
+@pytest.mark.parametrize("n", BLOCK_SIZES)
+def test_numba_kernels_across_block_edges(n, offset):
+    """Tensors spanning several numba blocks, starting mid-call and mid-block: words and the
+    masked rescale still equal the reference at every element."""
+    assert torch.equal(
+        ops.philox_words(torch.tensor(SEED), offset, n, torch.device("cpu"), "numba"),
+        reference_words(SEED, offset, n),
+    )
+    x = make_input((n,), torch.float32)
+    out = F.dropout(x, 0.3, seed=SEED, offset=offset, backend="numba")
+    assert torch.equal(out, expected_dropout(x, 0.3, SEED, offset))
+
+
+@pytest.mark.parametrize("hidden", [1, 3, ELEMS_PER_BLOCK - 1, ELEMS_PER_BLOCK + 7])
+@pytest.mark.parametrize("offset", [0, 3, ELEMS_PER_BLOCK - 2])
+def test_bias_dropout_add_numba_across_block_edges(hidden, offset):
+    """The fused kernel walks bias rows per block: rows that straddle blocks, rows shorter
+    than a Philox call and rows longer than a block all add the right bias column."""
+    rows = -(-3 * ELEMS_PER_BLOCK // hidden) + 1
+    x, r = make_input((rows, hidden), torch.float64), make_input((hidden, rows), torch.float64)
+    r = r.T.contiguous()
+    b = make_input((hidden + 1,), torch.float64)[:hidden]
+    expected = r + expected_dropout(x + b, 0.4, SEED, offset)
+    out = F.bias_dropout_add(x, b, r, 0.4, seed=SEED, offset=offset, backend="numba")
+    assert torch.equal(out, expected)
