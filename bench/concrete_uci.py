@@ -6,10 +6,13 @@ default 2) with learned Concrete dropout in front of every linear layer:
 temperature 0.1, homoscedastic output). Inputs and targets are standardised with the training
 split's statistics. Loss: mean squared error on the standardised targets plus
 ``dropkit.regularization(model)``, with the regularisers of ``concrete_regularizers(l, tau, N)``,
-``w_r = l^2 / (tau N)``, ``d_r = 2 / (tau N)``. Defaults ``l = 1e-4``, ``tau = 1`` (in standardised
-units) give the Keras reference notebook's ``w_r = l^2 / N``, ``d_r = 2 / N``. Adam lr 1e-3, batch
-128, ``--steps`` Adam steps (whole epochs, at least that many; or ``--epochs``), no grid search
-and no validation split: p is learned.
+``w_r = l^2 / (tau N)``, ``d_r = 2 / (tau N)``, prior length-scale ``l = 1e-4`` (the reference
+notebook's). The model precision ``tau`` is the middle value of the dataset's tau grid in the
+MC-dropout protocol (Gal & Ghahramani 2016, original units), converted to standardised units
+(``tau * std(y_train)^2``), so that the regulariser and the test log-likelihood assume the same
+noise (``--reg-tau T`` fixes it instead, in standardised units). Adam lr 1e-3, batch 128,
+``--steps`` Adam steps (whole epochs, at least that many; or ``--epochs``), no grid search and
+no validation split: p is learned.
 
 Convergence: the learned p of every layer is recorded 20 times during training, and the table
 gives, per layer, how far ``logit(p)`` moved over the last quarter of the steps. A hidden-layer
@@ -88,7 +91,9 @@ def run_split(args, name: str, split: int, train_idx, test_idx, x, y) -> dict:
     (xs, xt), _, _ = standardise(x[train_idx], x[test_idx])
     (ys,), y_mean, y_std = standardise(y[train_idx])
     n = len(xs)
-    wr, dr = concrete_regularizers(args.lengthscale, args.reg_tau, n)
+    tau = info.tau_grid[len(info.tau_grid) // 2]  # original units, as in the test LL
+    reg_tau = args.reg_tau or tau * float(y_std) ** 2
+    wr, dr = concrete_regularizers(args.lengthscale, reg_tau, n)
     torch.manual_seed(args.seed + split)
     net = build_net(xs.shape[1], info.n_hidden, args.hidden_layers, wr, dr, args.p_init).double()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -115,12 +120,11 @@ def run_split(args, name: str, split: int, train_idx, test_idx, x, y) -> dict:
         draws = net(xte.repeat(samples, 1)).view(samples, len(xt)) * float(y_std) + float(y_mean)
     target = torch.from_numpy(y[test_idx])
     rmse = float(torch.sqrt(((draws.mean(0) - target) ** 2).mean()))
-    tau = info.tau_grid[len(info.tau_grid) // 2]
     ll = (torch.logsumexp(-0.5 * tau * (target - draws) ** 2, 0) - math.log(samples)
           - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau))  # fmt: skip
     return {"p": p, "logit_drift": drift, "trajectory": trajectory, "epochs": epochs,
             "steps": epochs * math.ceil(n / args.batch_size), "rmse": rmse,
-            "log_likelihood": float(ll.mean()), "tau": tau, "n_train": n,
+            "log_likelihood": float(ll.mean()), "tau": tau, "reg_tau": reg_tau, "n_train": n,
             "weight_regularizer": wr, "dropout_regularizer": dr}  # fmt: skip
 
 
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs (overrides --steps)")
     parser.add_argument("--hidden-layers", type=int, default=2)
     parser.add_argument("--lengthscale", type=float, default=1e-4, help="prior length-scale l")
-    parser.add_argument("--reg-tau", type=float, default=1.0, help="tau in w_r, d_r (std. units)")
+    parser.add_argument("--reg-tau", type=float, help="tau in w_r, d_r (std. units; default: grid)")
     parser.add_argument("--p-init", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
