@@ -196,10 +196,10 @@ def table(records) -> str:
     for r in records:
         groups.setdefault(r["dataset"], []).append(r)
 
-    def stat(values: list[float], digits: int) -> str:
+    def stat(values: list[float], digits: int, style: str = "f") -> str:
         a = np.array(values)
         se = a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else float("nan")
-        return f"{a.mean():.{digits}f} ± {se:.{digits}f}"
+        return f"{a.mean():.{digits}{style}} ± {se:.{digits}{style}}"
 
     depth = max(len(r["p"]) for r in records)
     names = ["input"] + [f"hidden {k}" for k in range(1, depth)]
@@ -211,13 +211,13 @@ def table(records) -> str:
     ]
     for name, rs in groups.items():
         rmse, ll = PAPER_TABLE1[name]
-        rates = " | ".join(stat([r["p"][k] for r in rs], 4) for k in range(depth))
+        rates = " | ".join(stat([r["p"][k] for r in rs], 2, "g") for k in range(depth))
         drift = " / ".join(
             f"{np.mean([r['logit_drift'][k] for r in rs]):+.2f}" for k in range(depth)
         )
         lines.append(
             f"| {name} | {rs[0]['steps']} | {len(rs)} | {rates} | {drift} | "
-            f"{stat([r['rmse'] for r in rs], 3)} | "
+            f"{stat([r['rmse'] for r in rs], 3, 'g')} | "
             f"{stat([r['log_likelihood'] for r in rs], 3)} ({rs[0]['tau']:g}) | "
             f"{rmse:.2f} / {ll:.2f} |"
         )
