@@ -90,6 +90,38 @@ def check_int_pair(value: object, name: str, owner: str, minimum: int) -> tuple[
     return int(pair[0]), int(pair[1])
 
 
+def check_conv2d_args(
+    owner: str,
+    in_channels: object,
+    out_channels: object,
+    kernel_size: object,
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: object,
+) -> tuple[int, int, tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int], int]:
+    """The checked arguments of a 2-d convolution, as ``(in_channels, out_channels, kernel_size,
+    stride, padding, dilation, groups)`` with the four geometry arguments as int pairs; groups
+    must divide both channel counts."""
+    in_channels = check_positive_int(in_channels, "in_channels", owner)
+    out_channels = check_positive_int(out_channels, "out_channels", owner)
+    groups = check_positive_int(groups, "groups", owner)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{owner}: groups must divide in_channels and out_channels, got groups={groups} "
+            f"with in_channels={in_channels}, out_channels={out_channels}"
+        )
+    return (
+        in_channels,
+        out_channels,
+        check_int_pair(kernel_size, "kernel_size", owner, 1),
+        check_int_pair(stride, "stride", owner, 1),
+        check_int_pair(padding, "padding", owner, 0),
+        check_int_pair(dilation, "dilation", owner, 1),
+        groups,
+    )
+
+
 def as_float_array(x: object, owner: str, name: str = "x") -> np.ndarray:
     """Return ``x`` as a floating-point ndarray, refusing integer, bool and complex data.
 

@@ -28,7 +28,7 @@ from .base import (
     Layer,
     RngLike,
     as_float_array,
-    check_int_pair,
+    check_conv2d_args,
     check_positive_int,
     make_rng,
 )
@@ -378,19 +378,18 @@ class SparseVDConv2d(_SparseVD):
         dtype: type = np.float64,
     ) -> None:
         super().__init__()
-        owner = "SparseVDConv2d"
-        self.in_channels = check_positive_int(in_channels, "in_channels", owner)
-        self.out_channels = check_positive_int(out_channels, "out_channels", owner)
-        self.groups = check_positive_int(groups, "groups", owner)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{owner}: groups must divide in_channels and out_channels, got groups={groups} "
-                f"with in_channels={in_channels}, out_channels={out_channels}"
-            )
-        self.kernel_size = check_int_pair(kernel_size, "kernel_size", owner, 1)
-        self.stride = check_int_pair(stride, "stride", owner, 1)
-        self.padding = check_int_pair(padding, "padding", owner, 0)
-        self.dilation = check_int_pair(dilation, "dilation", owner, 1)
+        (
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        ) = check_conv2d_args(
+            "SparseVDConv2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups,
+        )  # fmt: skip
         self.threshold = threshold
         self.rng = make_rng(rng)
         #: The last ε drawn or given in training; None before the first.

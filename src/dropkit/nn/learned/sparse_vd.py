@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dropkit.reference.base import check_int_pair, check_positive_int
+from dropkit.reference.base import check_conv2d_args, check_positive_int
 
 from .base import LearnedDropout
 
@@ -191,19 +191,18 @@ class SparseVDConv2d(_SparseVD):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        owner = "SparseVDConv2d"
-        self.in_channels = check_positive_int(in_channels, "in_channels", owner)
-        self.out_channels = check_positive_int(out_channels, "out_channels", owner)
-        self.groups = check_positive_int(groups, "groups", owner)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{owner}: groups must divide in_channels and out_channels, got groups={groups} "
-                f"with in_channels={in_channels}, out_channels={out_channels}"
-            )
-        self.kernel_size = check_int_pair(kernel_size, "kernel_size", owner, 1)
-        self.stride = check_int_pair(stride, "stride", owner, 1)
-        self.padding = check_int_pair(padding, "padding", owner, 0)
-        self.dilation = check_int_pair(dilation, "dilation", owner, 1)
+        (
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        ) = check_conv2d_args(
+            "SparseVDConv2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups,
+        )  # fmt: skip
         self.threshold = threshold
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self._init_parameters(shape, bias, {"device": device, "dtype": dtype})
