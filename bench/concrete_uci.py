@@ -49,17 +49,11 @@ import torch
 from torch import nn
 
 from dropkit.data import get_dataset, load_uci, uci_splits
-from dropkit.experiments.uci_mc import PAPER_TABLE1
+from dropkit.experiments.uci_mc import PAPER_TABLE1, regression_scores, standardise
 from dropkit.nn.learned import ConcreteDropout, concrete_regularizers, dropout_rates, regularization
 
 #: Points at which the learned rates are recorded (fractions of training, the last is the end).
 CHECKPOINTS = 20
-
-
-def standardise(train: np.ndarray, *others: np.ndarray):
-    mean, std = train.mean(0), train.std(0)
-    std = np.where(std == 0, 1.0, std)
-    return [(a - mean) / std for a in (train, *others)], mean, std
 
 
 def build_net(d: int, hidden: int, layers: int, wr: float, dr: float, p_init: float):
@@ -118,13 +112,10 @@ def run_split(args, name: str, split: int, train_idx, test_idx, x, y) -> dict:
     samples, xte = args.mc_samples, torch.from_numpy(xt)
     with torch.no_grad():
         draws = net(xte.repeat(samples, 1)).view(samples, len(xt)) * float(y_std) + float(y_mean)
-    target = torch.from_numpy(y[test_idx])
-    rmse = float(torch.sqrt(((draws.mean(0) - target) ** 2).mean()))
-    ll = (torch.logsumexp(-0.5 * tau * (target - draws) ** 2, 0) - math.log(samples)
-          - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau))  # fmt: skip
+    rmse, ll = regression_scores(draws, torch.from_numpy(y[test_idx]), tau)
     return {"p": p, "logit_drift": drift, "trajectory": trajectory, "epochs": epochs,
             "steps": epochs * math.ceil(n / args.batch_size), "rmse": rmse,
-            "log_likelihood": float(ll.mean()), "tau": tau, "reg_tau": reg_tau, "n_train": n,
+            "log_likelihood": ll, "tau": tau, "reg_tau": reg_tau, "n_train": n,
             "weight_regularizer": wr, "dropout_regularizer": dr}  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from dropkit import mc
 from dropkit import nn as dkn
 from dropkit.data import get_dataset, load_uci, uci_splits
+from dropkit.mc.result import summarize
 
 #: Gal & Ghahramani (2016), Table 1, "Dropout" columns: (RMSE, test log-likelihood).
 PAPER_TABLE1 = {
@@ -71,7 +72,8 @@ class SplitResult:
     log_likelihood: float
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray):
+def standardise(train: np.ndarray, *others: np.ndarray):
+    """``(arrays - mean) / std`` with the first array's statistics: ``(arrays, mean, std)``."""
     mean, std = train.mean(0), train.std(0)
     std = np.where(std == 0, 1.0, std)  # constant columns (naval) stay finite
     return [(a - mean) / std for a in (train, *others)], mean, std
@@ -123,11 +125,15 @@ def evaluate(net: nn.Module, x: np.ndarray, y: np.ndarray, y_mean: float, y_std:
             chunk_size=max(1, 2_000_000 // max(1, len(x))),
         ).samples
     draws = outputs[..., 0].double() * float(y_std) + float(y_mean)  # (T, N)
-    target = torch.from_numpy(y)
-    rmse = float(torch.sqrt(((draws.mean(0) - target) ** 2).mean()))
-    ll = (torch.logsumexp(-0.5 * tau * (target - draws) ** 2, 0) - math.log(samples)
-          - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau))  # fmt: skip
-    return rmse, float(ll.mean())
+    return regression_scores(draws, torch.from_numpy(y), tau)
+
+
+def regression_scores(draws: torch.Tensor, target: torch.Tensor, tau: float) -> tuple[float, float]:
+    """(RMSE of the MC mean, mean test log-likelihood) of MC draws ``(T, N)`` against ``(N,)``
+    targets, the log-likelihood being :class:`dropkit.mc.MCResult`'s under precision ``tau``."""
+    result = summarize(draws, "regression", "given", tau=tau, targets=target)
+    rmse = float(torch.sqrt(((result.mean - target) ** 2).mean()))
+    return rmse, float(result.log_likelihood)
 
 
 def run_split(config: UCIConfig, split: int, train_idx, test_idx, x, y) -> SplitResult:
@@ -139,15 +145,15 @@ def run_split(config: UCIConfig, split: int, train_idx, test_idx, x, y) -> Split
     best = None
     for p in config.dropout_grid or info.dropout_grid:
         for tau in info.tau_grid:
-            (xs, xv), _, _ = _standardise(x[inner], x[val])
-            (ys, _), ym, ysd = _standardise(y[inner], y[val])
+            (xs, xv), _, _ = standardise(x[inner], x[val])
+            (ys, _), ym, ysd = standardise(y[inner], y[val])
             net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, config.seed + split)
             _, ll = evaluate(net, xv, y[val], ym, ysd, tau, min(config.mc_samples, 1000), split)
             if best is None or ll > best[0]:
                 best = (ll, p, tau)
     _, p, tau = best
-    (xs, xt), _, _ = _standardise(x[train_idx], x[test_idx])
-    (ys, _), ym, ysd = _standardise(y[train_idx], y[test_idx])
+    (xs, xt), _, _ = standardise(x[train_idx], x[test_idx])
+    (ys, _), ym, ysd = standardise(y[train_idx], y[test_idx])
     net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, config.seed + split)
     rmse, ll = evaluate(net, xt, y[test_idx], ym, ysd, tau, config.mc_samples, split)
     return SplitResult(split, p, tau, rmse, ll)
