@@ -20,6 +20,19 @@ def mlp(p: float = 0.5) -> nn.Sequential:
     return model
 
 
+class Branchy(nn.Module):
+    """Linear then Dropout, with data-dependent control flow that torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.drop = nn.Linear(4, 4), dkn.Dropout(0.5)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.drop(self.inp(x))
+        return self.drop(-self.inp(x))
+
+
 def cnn() -> nn.Sequential:
     """Conv-BN-ReLU-Dropout2d-Conv-Flatten-Linear on (N, 3, 8, 8)."""
     torch.manual_seed(1)

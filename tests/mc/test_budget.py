@@ -16,7 +16,7 @@ from dropkit import mc
 from dropkit import nn as dkn
 from dropkit.mc import budget, prefix
 
-from .models import cnn, mlp
+from .models import Branchy, cnn, mlp
 
 # the module, not the function that dropkit.mc exports under its name
 predict_module = importlib.import_module("dropkit.mc.predict")
@@ -186,16 +186,6 @@ def test_a_loader_traces_once(traces):
 
 
 def test_an_untraceable_model_is_not_traced_again(traces):
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inp, self.drop = nn.Linear(4, 4), dkn.Dropout(0.5)
-
-        def forward(self, x):
-            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
-                return self.drop(self.inp(x))
-            return self.drop(-self.inp(x))
-
     model = Branchy()
     for _ in range(3):
         assert mc.predict(model, torch.randn(3, 4), 4, task="regression").strategy == "batched"

@@ -14,7 +14,7 @@ from dropkit import mc
 from dropkit import nn as dkn
 from tests.stats import assert_within
 
-from .models import assert_same_state, bn_state, mlp
+from .models import Branchy, assert_same_state, bn_state, mlp
 
 
 def _moments(samples: torch.Tensor) -> tuple:
@@ -99,21 +99,10 @@ def test_predict_leaves_batchnorm_and_flags_alone():
     assert all(m.training for m in model.modules())
 
 
-class _Branchy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inp, self.drop = nn.Linear(4, 4), dkn.Dropout(0.5)
-
-    def forward(self, x):
-        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
-            return self.drop(self.inp(x))
-        return self.drop(-self.inp(x))
-
-
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
-        (_Branchy(), "batched"),  # not traceable
+        (Branchy(), "batched"),  # not traceable
         (nn.Sequential(dkn.Dropout(0.5), nn.Linear(4, 2)), "batched"),  # no prefix
         (mlp(), "prefix"),
     ],
