@@ -13,6 +13,7 @@ generator's state.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator
 
@@ -88,6 +89,16 @@ def check_int_pair(value: object, name: str, owner: str, minimum: int) -> tuple[
             f"{owner}: {name} must be an integer >= {minimum} or a pair of them, got {value!r}"
         )
     return int(pair[0]), int(pair[1])
+
+
+def check_threshold(value: object, owner: str) -> float:
+    """A sparse-VD pruning threshold: a finite real log α (TypeError / ValueError otherwise)."""
+    message = f"{owner}: threshold (a log α) must be a finite real number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{message}, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{message}, got {value!r}")
+    return float(value)
 
 
 def check_conv2d_args(

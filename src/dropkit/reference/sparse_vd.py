@@ -30,6 +30,7 @@ from .base import (
     as_float_array,
     check_conv2d_args,
     check_positive_int,
+    check_threshold,
     make_rng,
 )
 from .concrete import sigmoid
@@ -102,12 +103,7 @@ class _SparseVD(Layer):
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        message = f"{type(self).__name__}: threshold (a log α) must be a finite real number"
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{message}, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{message}, got {value!r}")
-        self._threshold = float(value)
+        self._threshold = check_threshold(value, type(self).__name__)
 
     def _raw_log_alpha(self) -> np.ndarray:
         theta = self.params["weight"]

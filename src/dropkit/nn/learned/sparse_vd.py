@@ -20,13 +20,12 @@ pruned at evaluation. Train with the SGVLB :math:`N \cdot \text{mean NLL} + \sum
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dropkit.reference.base import check_conv2d_args, check_positive_int
+from dropkit.reference.base import check_conv2d_args, check_positive_int, check_threshold
 
 from .base import LearnedDropout
 
@@ -71,12 +70,7 @@ class _SparseVD(LearnedDropout):
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        message = f"{type(self).__name__}: threshold (a log α) must be a finite real number"
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{message}, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{message}, got {value!r}")
-        self._threshold = float(value)
+        self._threshold = check_threshold(value, type(self).__name__)
 
     def log_alpha(self) -> torch.Tensor:
         """:math:`\\mathrm{clip}(\\log\\sigma^2 - \\log(\\theta^2 + 10^{-8}), -10, 10)`."""
