@@ -70,7 +70,10 @@ class DropRate:
         return self if obj is None else getattr(obj, self.attr)
 
     def __set__(self, obj: object, value: object) -> None:
-        setattr(obj, self.attr, check_p(value, type(obj).__name__, allow_one=self.allow_one))
+        checked = check_p(value, type(obj).__name__, allow_one=self.allow_one)
+        # A plain int/float is kept as given (so ``repr`` prints ``p=0`` as torch's layers do);
+        # other real types (numpy scalars, fractions) become the validated float.
+        setattr(obj, self.attr, value if type(value) in (int, float) else checked)
 
 
 def check_positive_int(value: object, name: str, owner: str) -> int:
