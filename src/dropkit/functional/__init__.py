@@ -10,6 +10,7 @@ any device. Masks are counter-based (:mod:`dropkit.rng`): a pure function of
 from .alpha import alpha_dropout, feature_alpha_dropout
 from .bias_dropout_add import bias_dropout_add
 from .channel import dropout1d, dropout2d, dropout3d
+from .drop_path_residual import drop_path_residual
 from .dropblock import drop_block2d, drop_block3d, drop_block_mask
 from .dropconnect import dropconnect_linear
 from .dropout import dropout
@@ -27,6 +28,7 @@ __all__ = [
     "drop_block3d",
     "drop_block_mask",
     "drop_path",
+    "drop_path_residual",
     "dropconnect_linear",
     "dropout",
     "dropout1d",

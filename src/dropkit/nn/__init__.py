@@ -13,11 +13,24 @@ from .dropout import Dropout
 from .droppath import DropPath
 from .embedding import EmbeddingDropout
 from .gaussian import GaussianDropout
+from .learned import (
+    ConcreteDropout,
+    LearnedDropout,
+    SparseVDConv2d,
+    SparseVDLinear,
+    SpatialConcreteDropout,
+    Standout,
+    VariationalDropout,
+    VariationalDropoutLinear,
+)
 from .locked import LockedDropout
+from .stochastic_depth import StochasticDepth
+from .stochastic_depth_blocks import apply_stochastic_depth
 from .weight_drop import WeightDrop
 
 __all__ = [
     "AlphaDropout",
+    "ConcreteDropout",
     "DropBlock2d",
     "DropBlock3d",
     "DropConnectLinear",
@@ -30,6 +43,15 @@ __all__ = [
     "EmbeddingDropout",
     "FeatureAlphaDropout",
     "GaussianDropout",
+    "LearnedDropout",
     "LockedDropout",
+    "SparseVDConv2d",
+    "SparseVDLinear",
+    "SpatialConcreteDropout",
+    "Standout",
+    "StochasticDepth",
+    "VariationalDropout",
+    "VariationalDropoutLinear",
     "WeightDrop",
+    "apply_stochastic_depth",
 ]

@@ -10,4 +10,5 @@ from . import (  # noqa: F401  (imported for their registration)
     toy_mlp,
     transformer_lm,
     uci_mc,
+    vit_droppath,
 )
