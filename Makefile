@@ -1,4 +1,4 @@
-# The two set-up commands: `make demo` and `make test`. Both create .venv on first use.
+# The set-up commands: `make demo`, `make test` and `make test-fast`. Each creates .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,14 +7,20 @@ BIN := $(VENV)/bin
 # index, e.g. make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" test
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# `make demo` needs the experiments extra; `make test` needs everything (the dev extra).
+DEMO_STAMP := $(VENV)/.dropkit-experiments
 STAMP := $(VENV)/.dropkit-installed
 
-.PHONY: demo test lint unit install clean
+.PHONY: demo test test-fast lint unit unit-fast docs dist install clean
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m dropkit demo
 
-test: lint unit
+# lint, the whole test suite and the documentation site
+test: lint unit docs
+
+# lint and the tests not marked slow (a few minutes less; CI runs `make test`)
+test-fast: lint unit-fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -23,15 +29,32 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
+unit-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# the wheel and sdist in dist/, checked for PyPI
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build
+	$(BIN)/twine check --strict dist/*
+
 install: $(STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[experiments]"
+	touch $@
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $@
+	touch $@ $(DEMO_STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info build dist site
