@@ -6,6 +6,7 @@ A run is a folder::
     RUN_DIR/<trial>/config.json          one trial: a rate (and variant) with a seed
     RUN_DIR/<trial>/metrics.jsonl        one JSON object per epoch
     RUN_DIR/<trial>/checkpoint.pt        model, optimiser and RNG states after the last epoch
+                                         (data only: loaded with weights_only=True)
     RUN_DIR/<trial>/summary.json         final metrics (written when the trial is done)
     RUN_DIR/<trial>/predictions.npz      MC-mean probabilities and labels (classification)
     RUN_DIR/report.md, report.html, *.png
@@ -28,7 +29,10 @@ from typing import Any
 from dropkit._atomic import write_atomic
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
     "TrialDir",
+    "check_checkpoint",
     "read_json",
     "read_jsonl",
     "trial_label",
@@ -132,19 +136,30 @@ class TrialDir:
             self.write_metrics(kept)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` (tensors, numbers, strings, lists and dicts only) with a format tag."""
         import torch
 
-        write_atomic(self.file(self.CHECKPOINT), lambda h: torch.save(state, h))
+        tagged = {"format": CHECKPOINT_FORMAT, **state}
+        write_atomic(self.file(self.CHECKPOINT), lambda h: torch.save(tagged, h))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none yet."""
+    def load_checkpoint(self, keys: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The saved state, or None when there is none yet.
+
+        Loaded with ``torch.load(weights_only=True)``: a file holds data, never code, so a
+        tampered checkpoint cannot run anything. A file that is not a checkpoint dropkit wrote
+        (another program's, truncated, or lacking one of ``keys``) raises
+        :class:`CheckpointError` naming it.
+        """
         import torch
 
         file = self.file(self.CHECKPOINT)
         if not file.is_file():
             return None
-        # our own files: they hold optimiser state and RNG states (numpy arrays and tuples)
-        return torch.load(file, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, not a zip, or a pickle asking for code
+            raise CheckpointError(file, type(error).__name__) from None
+        return check_checkpoint(file, state, keys)
 
     def summary(self) -> dict[str, Any] | None:
         file = self.file(self.SUMMARY)
@@ -157,3 +172,34 @@ class TrialDir:
         import numpy as np
 
         write_atomic(self.file(self.PREDICTIONS), lambda h: np.savez_compressed(h, **arrays))
+
+
+#: Tag stored in every checkpoint dropkit writes (files of earlier versions have none).
+CHECKPOINT_FORMAT = "dropkit-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A file in a checkpoint's place that dropkit did not write (or that was damaged)."""
+
+    def __init__(self, file: Path, reason: str) -> None:
+        super().__init__(
+            f"{file}: not a checkpoint written by dropkit ({reason}); nothing in it was run. "
+            "Delete the file to restart this trial from its first epoch."
+        )
+        self.file = file
+
+
+def check_checkpoint(file: Path, state: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """``state`` when it is a dict holding ``keys`` and a non-negative integer ``epoch``."""
+    if not isinstance(state, dict):
+        raise CheckpointError(file, f"holds a {type(state).__name__}, not a dict")
+    tag = state.pop("format", CHECKPOINT_FORMAT)
+    if tag != CHECKPOINT_FORMAT:
+        raise CheckpointError(file, f"format {tag!r}")
+    missing = [k for k in ("epoch", *keys) if k not in state]
+    if missing:
+        raise CheckpointError(file, f"no {', '.join(missing)}")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(file, f"epoch {epoch!r}")
+    return state

@@ -25,6 +25,7 @@ from dropkit import mc
 from dropkit.metrics import brier_score, expected_calibration_error, negative_log_likelihood
 
 from .recipe import TrialContext
+from .runs import CheckpointError, TrialDir
 
 __all__ = [
     "ArrayBatches",
@@ -85,6 +86,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: What :func:`fit` stores in a trial's checkpoint besides the epoch.
+CHECKPOINT_KEYS = ("model", "optimizer", "schedulers", "rng")
+
+
 def fit(
     ctx: TrialContext,
     model: nn.Module,
@@ -112,13 +117,17 @@ def fit(
     torch.manual_seed(ctx.seed)
     start = 0
     trial = ctx.trial
-    state = trial.load_checkpoint() if ctx.resume else None
+    state = trial.load_checkpoint(CHECKPOINT_KEYS) if ctx.resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for scheduler, saved in zip(schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
-        _set_rng_state(state["rng"], ctx.device)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for scheduler, saved in zip(schedulers, state["schedulers"], strict=True):
+                scheduler.load_state_dict(saved)
+            _set_rng_state(state["rng"], ctx.device)
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            reason = f"does not fit this trial: {type(error).__name__}"
+            raise CheckpointError(trial.file(TrialDir.CHECKPOINT), reason) from None
         start = int(state["epoch"])
     trial.truncate(start)
     bar = _bar(ctx, ctx.epochs * steps_per_epoch, start * steps_per_epoch)
