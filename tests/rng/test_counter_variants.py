@@ -128,7 +128,7 @@ def test_gaussian_and_alpha_dropout_store_only_the_seed(op):
     with torch.autograd.graph.saved_tensors_hooks(
         lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
     ):
-        y = fn(x, 0.3, seed=11)
+        y = fn(x, 0.3, True, seed=11)
     assert sum(saved) == 8
     y.backward(torch.ones_like(y))
     if op == "gaussian":

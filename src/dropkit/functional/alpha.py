@@ -11,7 +11,7 @@ from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
 from dropkit.rng.backend import resolve
 
 from ._validation import check_input, check_p
-from .mask import bernoulli_mask, mask_shape, resolve_seed
+from .mask import bernoulli_mask, mask_shape, resolve_seed, scaled_keep_mask
 
 
 @torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
@@ -66,11 +66,11 @@ def _alpha(
 
 
 def alpha_dropout(
-    x: torch.Tensor,
+    input: torch.Tensor,
     p: float = 0.5,
-    training: bool = True,
-    *,
+    training: bool = False,
     inplace: bool = False,
+    *,
     seed: int | torch.Tensor | None = None,
     offset: int = 0,
     backend: str | None = None,
@@ -81,10 +81,12 @@ def alpha_dropout(
     :math:`m \sim \mathrm{Bernoulli}(q)` elementwise, :math:`\alpha' = -\lambda\alpha \approx
     -1.7581`, :math:`a = (q (1 + p \alpha'^2))^{-1/2}`, :math:`b = -a p \alpha'`; eval
     :math:`y = x`. Keeps mean 0 and variance 1 of standardised inputs. ``p = 1`` gives zeros.
-    Note ``training`` defaults to True here (torch's ``F.alpha_dropout`` defaults to False).
+    ``training`` defaults to False, as in ``torch.nn.functional.alpha_dropout`` (a drop-in
+    call ``alpha_dropout(x, 0.5)`` must not start adding noise); the modules always pass it.
 
     Shape: any; output the same.
     """
+    x = input
     check_input(x, "alpha_dropout", inplace=inplace)
     p = check_p(p, "alpha_dropout")
     return _alpha(
@@ -98,11 +100,11 @@ def alpha_dropout(
 
 
 def feature_alpha_dropout(
-    x: torch.Tensor,
+    input: torch.Tensor,
     p: float = 0.5,
-    training: bool = True,
-    *,
+    training: bool = False,
     inplace: bool = False,
+    *,
     seed: int | torch.Tensor | None = None,
     offset: int = 0,
     backend: str | None = None,
@@ -110,20 +112,34 @@ def feature_alpha_dropout(
 ) -> torch.Tensor:
     r"""Alpha dropout with one mask value per (sample, channel): :math:`m` of shape
     ``(N, C, 1, ..., 1)``, otherwise as :func:`alpha_dropout`. Input ``(N, C, *)``, at least
-    2 dims."""
-    check_input(x, "feature_alpha_dropout", inplace=inplace)
+    2 dims. ``training`` defaults to False, as in ``torch.nn.functional.feature_alpha_dropout``.
+
+    The ``N * C`` decisions come from the Philox stream and the output is one broadcast
+    :math:`y = x \cdot A + B` with :math:`A = a\,m` and :math:`B = b` (kept) or
+    :math:`a\alpha' + b` (dropped), so autograd keeps only the small ``A``.
+    """
+    check_input(input, "feature_alpha_dropout")
     p = check_p(p, "feature_alpha_dropout")
-    if x.dim() < 2:
+    if input.dim() < 2:
         raise ValueError(
             "feature_alpha_dropout expects input of shape (N, C, *) (at least 2 dims), got "
-            f"{x.dim()} dims with shape {tuple(x.shape)}"
+            f"{input.dim()} dims with shape {tuple(input.shape)}"
         )
-    dims = tuple(range(2, x.dim()))
-    return _alpha(
-        x,
-        p,
-        training,
-        inplace,
-        dict(seed=seed, offset=offset, backend=backend, generator=generator),
-        dims,
+    if not training or p == 0.0:  # torch returns the input itself here
+        return input
+    check_input(input, "feature_alpha_dropout", inplace=inplace)
+    seed_t, offset = resolve_seed(seed, offset, generator)
+    a, b = alpha_dropout_affine(p)
+    if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
+        nothing = torch.zeros((), dtype=torch.bool, device=input.device)
+        return input.masked_fill_(~nothing, 0) if inplace else torch.where(nothing, input, 0.0)
+    dims = tuple(range(2, input.dim()))
+    keep = scaled_keep_mask(input, dims, p, 1.0, seed=seed_t, offset=offset, backend=backend)
+    # Dropped entries get the old elementwise rounding, alpha' * a then + b, in input's dtype.
+    dropped = torch.full((), ALPHA_PRIME, dtype=input.dtype, device=input.device) * a + b
+    shift = torch.where(
+        keep != 0, torch.full((), b, dtype=input.dtype, device=input.device), dropped
     )
+    gain = keep * a
+    # Two roundings, x * A then + B, as the elementwise formula (addcmul would fuse them).
+    return (input.mul_(gain) if inplace else input * gain).add_(shift)

@@ -99,11 +99,11 @@ def _noise(seed, shape, p, dtype, device, offset, backend) -> torch.Tensor:
 
 
 def gaussian_dropout(
-    x: torch.Tensor,
+    input: torch.Tensor,
     p: float = 0.5,
     training: bool = True,
-    *,
     inplace: bool = False,
+    *,
     seed: int | torch.Tensor | None = None,
     offset: int = 0,
     backend: str | None = None,
@@ -116,6 +116,7 @@ def gaussian_dropout(
 
     Shape: any; output the same.
     """
+    x = input
     check_input(x, "gaussian_dropout", inplace=inplace)
     p = check_p(p, "gaussian_dropout", allow_one=False)
     if not training:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from dropkit.rng import backend as rng_backend
+from dropkit.rng import cpu
 from dropkit.rng.ops import philox_words, threshold
 
 
@@ -107,3 +109,150 @@ def masked_scale(
     if inplace:
         return x.mul_(scale).masked_fill_(~keep, 0)
     return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+# ---------------------------------------------------------------- shared (broadcast) masks
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    # Mask values are float32(scale) (float64 for float64 inputs), then rounded to the input's
+    # dtype: the value torch's and timm's own noise tensors hold.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+if cpu.AVAILABLE:
+    import numba
+
+    @numba.njit(cache=True)
+    def _fill_scaled(words, thr, scale, out):  # pragma: no cover - compiled
+        """``out[i] = scale`` where ``words[i] >= thr`` (unsigned), else 0."""
+        for i in range(words.size):
+            out[i] = scale if words[i] >= thr else 0.0
+
+
+@torch.library.custom_op("dropkit::scaled_keep_mask", mutates_args=())
+def _scaled_keep_op(
+    seed: torch.Tensor,
+    offset: int,
+    shape: list[int],
+    p: float,
+    scale: float,
+    dtype: torch.dtype,
+    device: torch.device,
+    backend: str,
+) -> torch.Tensor:
+    """``where(keep, scale, 0)`` of ``shape`` in ``dtype``, keep from the Philox stream."""
+    keep = bernoulli_mask(shape, p, device=device, seed=seed, offset=offset, backend=backend)
+    return keep.to(_wide(dtype)).mul_(scale).to(dtype)
+
+
+@_scaled_keep_op.register_fake
+def _(seed, offset, shape, p, scale, dtype, device, backend):
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+_VMAP_ERROR = (
+    "vmap: called random operation while in randomness error mode. Please either use the "
+    "'same' or 'different' randomness flags on vmap or perform the randomness operation out of "
+    "vmap"
+)
+
+
+class _ScaledKeep(torch.autograd.Function):
+    """The scaled keep mask of ``mask_shape(x.shape, dims)`` under ``torch.func`` transforms.
+
+    ``x`` (detached) only carries the per-entry shape and the vmap batch. Under ``vmap`` with
+    ``randomness="different"`` entry ``b`` takes positions ``offset + b * M + i`` (``M`` the
+    mask size: the mask of a ``(B, *mask)`` batch, as :class:`dropkit.rng.function.PhiloxDropout`
+    numbers a vmapped tensor); ``"same"`` gives one mask for every entry; ``"error"`` raises.
+    """
+
+    @staticmethod
+    def forward(x, seed, offset, dims, p, scale, backend):
+        shape = list(mask_shape(x.shape, dims))
+        return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def vmap(info, in_dims, x, seed, offset, dims, p, scale, backend):
+        if info.randomness == "error":
+            raise RuntimeError(_VMAP_ERROR)
+        if in_dims[1] is not None:  # a seed drawn under vmap: one per entry; the first keys all
+            seed = seed.select(in_dims[1], 0)
+        if in_dims[0] is not None:
+            x = x.movedim(in_dims[0], 0)[0]
+        shape = list(mask_shape(x.shape, dims))
+        if info.randomness == "different":
+            shape = [info.batch_size, *shape]
+        out = _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, backend)
+        return out, (0 if info.randomness == "different" else None)
+
+
+def scaled_keep_mask(
+    x: torch.Tensor,
+    dims: Sequence[int],
+    p: float,
+    scale: float,
+    *,
+    seed: torch.Tensor,
+    offset: int,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``scale`` where :func:`bernoulli_mask` keeps, else 0: the mask of ``x``'s shape with the
+    normalised ``dims`` set to 1, in ``x``'s dtype and on its device (``p < 1``).
+
+    ``seed`` is a resolved 0-d int64 tensor (see :func:`resolve_seed`). In eager CPU code the
+    few words of a shared mask go straight from the numba kernel into the tensor (operator
+    dispatch would dominate small calls); under ``torch.func`` transforms, ``torch.compile`` and
+    on other devices the same mask comes from the ``dropkit::scaled_keep_mask`` operator. Meta
+    tensors get an empty mask.
+    """
+    if x.device.type == "meta":
+        return torch.empty(mask_shape(x.shape, dims), dtype=x.dtype, device=x.device)
+    name = rng_backend.resolve(x.device, backend)
+    if torch.compiler.is_compiling():
+        shape = list(mask_shape(x.shape, dims))
+        return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, name)
+    if torch._C._are_functorch_transforms_active():
+        return _ScaledKeep.apply(x.detach(), seed, offset, tuple(dims), p, scale, name)
+    if name != "numba":
+        shape = list(mask_shape(x.shape, dims))
+        return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, name)
+    shape = mask_shape(x.shape, dims)
+    words = np.empty(math.prod(shape), dtype=np.uint32)
+    cpu.words_kernel(words, int(seed), offset, 0)
+    wide = torch.empty(shape, dtype=_wide(x.dtype))
+    _fill_scaled(words, np.uint32(threshold(p)), scale, wide.view(-1).numpy())
+    return wide if wide.dtype == x.dtype else wide.to(x.dtype)
+
+
+def shared_mask_dropout(
+    x: torch.Tensor,
+    p: float,
+    dims: Sequence[int],
+    *,
+    scale: float,
+    inplace: bool = False,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Training-mode dropout with one draw per element of the *mask* (``x``'s shape with the
+    normalised ``dims`` set to 1): :math:`y = x \cdot m`, :math:`m = \mathrm{scale}\cdot
+    \mathrm{keep}` in ``x``'s dtype.
+
+    One broadcast multiply in plain torch ops, so autograd (saving only the small mask),
+    forward-mode AD, ``torch.func.vmap``, the input's strides and the meta device all come from
+    ``torch.mul``. A dropped ``inf`` or ``NaN`` gives ``NaN``, as in torch's ``Dropout2d`` and
+    timm's ``drop_path``, except at ``p = 1``, which gives exact zeros.
+    """
+    seed_t, offset = resolve_seed(seed, offset, generator)
+    if p >= 1.0 or scale == 0.0:
+        nothing = torch.zeros((), dtype=torch.bool, device=x.device)
+        return masked_scale(x, nothing, 0.0, inplace=inplace)
+    mask = scaled_keep_mask(x, dims, p, scale, seed=seed_t, offset=offset, backend=backend)
+    return x.mul_(mask) if inplace else x * mask

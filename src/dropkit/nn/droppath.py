@@ -31,12 +31,7 @@ class DropPath(DropoutModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.drop_path(
-            x,
-            self.p,
-            self.training,
-            mode=self.mode,
-            scale_by_keep=self.scale_by_keep,
-            inplace=self.inplace,
+            x, self.p, self.training, self.inplace, mode=self.mode, scale_by_keep=self.scale_by_keep
         )
 
     def extra_repr(self) -> str:

@@ -17,4 +17,4 @@ class GaussianDropout(DropoutModule):
     p = DropRate(allow_one=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gaussian_dropout(x, self.p, self.training, inplace=self.inplace)
+        return F.gaussian_dropout(x, self.p, self.training, self.inplace)

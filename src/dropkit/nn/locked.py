@@ -20,7 +20,7 @@ class LockedDropout(DropoutModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.locked_dropout(
-            x, self.p, self.training, batch_first=self.batch_first, inplace=self.inplace
+            x, self.p, self.training, self.inplace, batch_first=self.batch_first
         )
 
     def extra_repr(self) -> str:
