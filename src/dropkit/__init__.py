@@ -18,10 +18,44 @@ Subpackages:
 the learned-rate layers (:mod:`dropkit.nn.learned`).
 """
 
-from . import acquisition, data, functional, mc, metrics, nn, reference, rng, schedules
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .convert import ConversionReport, convert
-from .nn.learned import dropout_rates, regularization
+
+# Subpackages and names load on first use (PEP 562): ``import dropkit`` stays cheap and
+# ``import dropkit.reference`` (the NumPy oracle) imports neither torch nor numba.
+_SUBMODULES = frozenset(
+    {"acquisition", "data", "functional", "mc", "metrics", "nn", "reference", "rng", "schedules"}
+)
+_NAMES = {
+    "ConversionReport": ".convert",
+    "convert": ".convert",
+    "dropout_rates": ".nn.learned",
+    "regularization": ".nn.learned",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - static analysers see the eager imports
+    from . import acquisition, data, functional, mc, metrics, nn, reference, rng, schedules
+    from .convert import ConversionReport, convert
+    from .nn.learned import dropout_rates, regularization
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dropkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ConversionReport",

@@ -57,7 +57,7 @@ def randn(shape, seed=0, dtype=torch.float32):
             "Dropout(p=0.1, inplace=False, broadcast_dims=(0, -1))",
         ),
         (dkn.Dropout2d(0.3), "Dropout2d(p=0.3, inplace=False)"),
-        (dkn.Dropout3d(1), "Dropout3d(p=1.0, inplace=False)"),
+        (dkn.Dropout3d(1), "Dropout3d(p=1, inplace=False)"),
         (dkn.LockedDropout(0.4, True), "LockedDropout(p=0.4, inplace=False, batch_first=True)"),
         (
             dkn.DropPath(0.1, "batch", False),
@@ -65,7 +65,7 @@ def randn(shape, seed=0, dtype=torch.float32):
         ),
         (dkn.AlphaDropout(0.2), "AlphaDropout(p=0.2, inplace=False)"),
         (dkn.FeatureAlphaDropout(0.2, True), "FeatureAlphaDropout(p=0.2, inplace=True)"),
-        (dkn.GaussianDropout(0), "GaussianDropout(p=0.0, inplace=False)"),
+        (dkn.GaussianDropout(0), "GaussianDropout(p=0, inplace=False)"),
     ],
 )
 def test_repr(module, text):

@@ -241,7 +241,7 @@ def test_missing_numba_falls_back_to_reference_once(monkeypatch):
     """Without numba, CPU resolves to "reference" with one RuntimeWarning; masks are unchanged."""
     x = make_input((5, 37), torch.float32)
     before = F.dropout(x, 0.3, seed=SEED, offset=3)
-    monkeypatch.setattr(cpu, "AVAILABLE", False)
+    monkeypatch.setattr(rng_backend, "numba_available", lambda: False)
     monkeypatch.setattr(rng_backend, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from dropkit.rng.backend import resolve
+from dropkit.rng.backend import draw_seed, resolve
+from dropkit.rng.function import PhiloxDropout
 from dropkit.rng.ops import philox_dropout
 
 from ._validation import check_input, check_p
@@ -25,12 +26,38 @@ def scale_all(x: torch.Tensor, scale: float, *, inplace: bool = False) -> torch.
     return x.mul_(scale) if inplace else x * scale
 
 
-def dropout(
+def elementwise(
     x: torch.Tensor,
+    p: float,
+    scale: float,
+    *,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    backend: str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``where(keep, x * scale, 0)`` with the elementwise Philox mask, autograd in every mode.
+
+    The shared engine of the elementwise variants (dropout, alpha dropout): one fused kernel,
+    the mask regenerated in backward/jvp, vmap rules; the opaque custom op under
+    ``torch.compile``.
+    """
+    if seed is None and offset == 0:
+        seed_t = draw_seed(generator)
+    else:
+        seed_t, offset = resolve_seed(seed, offset, generator)
+    be = resolve(x.device, backend)
+    if torch.compiler.is_compiling():
+        return philox_dropout(x, seed_t, offset, p, scale, be)
+    return PhiloxDropout.apply(x, seed_t, offset, p, scale, be)
+
+
+def dropout(
+    input: torch.Tensor,
     p: float = 0.5,
     training: bool = True,
-    *,
     inplace: bool = False,
+    *,
     inverted: bool = True,
     broadcast_dims: Sequence[int] = (),
     seed: int | torch.Tensor | None = None,
@@ -46,6 +73,10 @@ def dropout(
     * inverted (default): train :math:`y = m \odot x / q`, eval :math:`y = x` (``x`` itself);
     * standard (``inverted=False``): train :math:`y = m \odot x`, eval :math:`y = q\,x`.
 
+    The signature is ``torch.nn.functional.dropout``'s (``input, p, training, inplace``,
+    positional or keyword) plus dropkit's keyword extras. As in torch, ``p = 0`` and evaluation
+    mode return ``input`` itself (also with ``inplace=True`` on a leaf that requires grad).
+
     ``p = 1`` gives zeros with zero gradient (never NaN, even for ``inf`` inputs). ``training``
     defaults to True for every dropkit functional, as in ``torch.nn.functional.dropout``.
 
@@ -54,15 +85,22 @@ def dropout(
     ``broadcast_dims``) runs as one fused kernel that saves only the seed for backward and
     regenerates the mask there: 0 bytes per element between forward and backward. Dropping rows
     ``a:b`` with ``offset = a * row_size`` gives exactly rows ``a:b`` of dropping the whole
-    tensor (sharding-invariant).
+    tensor (sharding-invariant). For a non-contiguous input (channels_last, transposed) ``i`` is
+    still the *logical* row-major index, and the output keeps the input's strides when the input
+    is dense (torch's ``preserve_format`` rule).
 
-    Shape: x any shape ``(*)``; output the same shape, dtype and device.
+    Autograd works in every mode: backward, double backward, forward-mode AD (tangent = the same
+    mask times ``scale`` times the tangent), ``torch.func.grad/vjp/jacrev/jvp`` and ``vmap``
+    (``randomness="different"``: one mask per entry; ``"same"``: one mask for all).
+
+    Shape: input any shape ``(*)``; output the same shape, dtype, device and strides.
 
     Args:
-        x: floating-point tensor.
+        input: floating-point tensor.
         p: drop probability in [0, 1].
         training: apply dropout (True) or the evaluation rule (False).
-        inplace: write the result into ``x`` (not allowed on a leaf that requires grad).
+        inplace: write the result into ``input`` (not allowed on a leaf that requires grad when
+            anything is dropped).
         inverted: scale by 1/q in training (True) or by q in evaluation (False).
         broadcast_dims: dims along which one mask value is shared (negative allowed).
         seed: Philox key, an int in [0, 2^63) or a 0-d int64 tensor; default: a fresh draw from
@@ -78,15 +116,20 @@ def dropout(
         >>> bool(((y == 0) | (y == 2)).all() and (y == y[:, :1]).all())
         True
     """
-    x = check_input(x, "dropout", inplace=inplace)
+    x = check_input(input, "dropout")
     p = check_p(p, "dropout")
-    dims = shared_dims(x.shape, broadcast_dims, "dropout")
+    if p == 0.0 or (not training and inverted):
+        return x
     if not training:
-        return x if inverted else scale_all(x, 1.0 - p, inplace=inplace)
+        return scale_all(x, 1.0 - p, inplace=inplace)
+    if inplace:
+        check_input(x, "dropout", inplace=True)
     scale = keep_scale(p) if inverted else 1.0
+    dims = shared_dims(x.shape, broadcast_dims, "dropout") if broadcast_dims else ()
     if not dims:  # elementwise: one fused pass, mask regenerated in backward
-        seed_t, offset = resolve_seed(seed, offset, generator)
-        out = philox_dropout(x, seed_t, offset, p, scale, resolve(x.device, backend))
+        out = elementwise(
+            x, p, scale, seed=seed, offset=offset, backend=backend, generator=generator
+        )
         return x.copy_(out) if inplace else out
     keep = bernoulli_mask(
         mask_shape(x.shape, dims), p, device=x.device, generator=generator, seed=seed,

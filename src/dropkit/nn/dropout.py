@@ -11,7 +11,7 @@ from dropkit import functional as F
 from .base import DropoutModule
 
 
-class Dropout(DropoutModule):
+class Dropout(DropoutModule, torch.nn.Dropout):
     r"""Dropout: zero elements with probability ``p``, sharing the mask along ``broadcast_dims``.
 
     Train :math:`y = m \odot x / q` (inverted, default) or :math:`y = m \odot x`

@@ -3,15 +3,15 @@
 Backends, all following :mod:`dropkit.rng.philox` bit for bit except ``"torch"``:
 
 * ``"numba"`` - parallel CPU kernel (the default on the CPU);
-* ``"triton"`` - GPU kernel (the default on CUDA);
+* ``"triton"`` - GPU kernel (opt-in with ``backend="triton"``: it becomes the CUDA default once
+  it has passed the GPU tests on real hardware);
 * ``"reference"`` - the NumPy reference (any device, via host memory; slow, for checking);
 * ``"torch"`` - torch's own generator seeded from ``(seed, offset)``: reproducible, and different
   offsets give unrelated masks, but it is *not* the Philox stream: masks differ from the other
-  backends and a shard does not reproduce the rows of the whole. The fallback on CUDA without
-  Triton and on devices without a Philox kernel.
+  backends and a shard does not reproduce the rows of the whole. The default on CUDA (until the
+  Triton kernels are validated on GPUs) and on devices without a Philox kernel.
 
-A missing numba falls back to ``"reference"`` and a missing Triton to ``"torch"``, each with a
-one-time warning.
+A missing numba falls back to ``"reference"`` with a one-time warning.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from . import cpu, gpu
+from .kernels import numba_available, triton_available
 
 BACKENDS = ("reference", "numba", "triton", "torch")
 #: Seeds are drawn in [0, 2^63) so that they fit a signed 64-bit tensor (the key is 64-bit).
@@ -43,19 +43,14 @@ def resolve(device: torch.device, backend: str | None) -> str:
             raise ValueError(f"backend='numba' runs on CPU tensors, got a {device.type} tensor")
         if backend == "triton" and device.type != "cuda":
             raise ValueError(f"backend='triton' runs on CUDA tensors, got a {device.type} tensor")
-        if backend == "numba" and not cpu.AVAILABLE:
+        if backend == "numba" and not numba_available():
             raise RuntimeError("backend='numba' needs numba: pip install numba")
-        if backend == "triton" and not gpu.AVAILABLE:
+        if backend == "triton" and not triton_available():
             raise RuntimeError("backend='triton' needs triton: pip install triton")
         return backend
     if device.type == "cuda":
-        if gpu.AVAILABLE:
-            return "triton"
-        _warn_once(
-            "triton",
-            "dropkit: triton is not installed, so CUDA dropout uses torch's generator: masks are "
-            "reproducible per seed but differ from the CPU/NumPy Philox masks (pip install triton)",
-        )
+        # The Triton kernels have not yet passed the GPU tests on real hardware, so CUDA
+        # defaults to torch's generator; backend="triton" opts in.
         return "torch"
     if device.type not in ("cpu", "cuda"):
         # No Philox kernel for this device (mps, xpu, ...); "meta" tensors never run a kernel.
@@ -66,7 +61,7 @@ def resolve(device: torch.device, backend: str | None) -> str:
                 "generator: masks are reproducible per seed but differ from the CPU/NumPy ones",
             )
         return "torch"
-    if cpu.AVAILABLE:
+    if numba_available():
         return "numba"
     _warn_once(
         "numba",

@@ -18,9 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import cpu, gpu, philox
+from . import philox
+from .kernels import cpu_kernels, gpu_kernels
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+#: Elements per fp32 chunk when a half tensor goes through the fp32 kernel: the temporary
+#: stays at 1 MiB, so peak memory is the output's (no full-size fp32 or int64 copy).
+HALF_CHUNK = 1 << 18
 
 
 def threshold(p: float) -> int:
@@ -37,12 +42,14 @@ def _torch_generator(seed: int, offset: int, device: torch.device) -> torch.Gene
 
 
 def _words(seed: int, offset: int, n: int, device: torch.device, backend: str) -> Tensor:
+    if device.type == "meta":
+        return torch.empty(n, dtype=torch.int64, device=device)
     if backend == "numba":
         out = torch.empty(n, dtype=torch.uint32)
-        cpu.words_kernel(out.numpy(), seed, offset, 0)
+        cpu_kernels().words_kernel(out.numpy(), seed, offset, 0)
         return out.to(torch.int64)
     if backend == "triton":
-        return gpu.words(n, seed, offset, 0, device)
+        return gpu_kernels().words(n, seed, offset, 0, device)
     if backend == "torch":
         gen = _torch_generator(seed, offset, device)
         return torch.randint(0, 2**32, (n,), generator=gen, device=device, dtype=torch.int64)
@@ -61,19 +68,58 @@ def _(seed, offset, n, device, backend):
     return torch.empty(n, dtype=torch.int64, device=device)
 
 
-def _dropout(x: Tensor, seed: int, offset: int, p: float, scale: float, backend: str) -> Tensor:
-    x = x.contiguous()
+def _half_numba(x: Tensor, out: Tensor, seed: int, offset: int, thr: int, scale: float) -> None:
+    # fp16/bf16 through the fp32 kernel one chunk at a time: x * scale in fp32, rounded once
+    # to the half type (round-to-nearest-even, as the GPU kernel does); the mask positions are
+    # offset + global index, so chunking does not change the mask.
+    kernel = cpu_kernels().masked_scale_kernel
+    flat_x, flat_out = x.view(-1), out.view(-1)
+    n = flat_x.numel()
+    buf = torch.empty(min(n, HALF_CHUNK), dtype=torch.float32)
+    for lo in range(0, n, HALF_CHUNK):
+        hi = min(n, lo + HALF_CHUNK)
+        chunk = buf[: hi - lo]
+        chunk.copy_(flat_x[lo:hi])
+        arr = chunk.numpy()
+        kernel(arr, arr, seed, offset + lo, 0, thr, scale)
+        flat_out[lo:hi].copy_(chunk)
+
+
+def dropout_kernel(
+    x: Tensor, seed: int, offset: int, p: float, scale: float, backend: str
+) -> Tensor:
+    """``where(keep, x * scale, 0)`` with no autograd: the eager implementation of every path.
+
+    The mask is indexed by the *logical* row-major index of ``x`` whatever its strides (so a
+    channels_last or transposed tensor gets the mask of its contiguous copy, and sharding rows
+    still reproduces the whole); the output keeps ``x``'s strides when ``x`` is dense
+    (``torch.empty_like``'s ``preserve_format`` rule, as torch's dropout).
+    """
+    if x.device.type == "meta":
+        return torch.empty_like(x)
     if p >= 1.0 or scale == 0.0:
         return torch.zeros_like(x)
+    if not x.is_contiguous():
+        out = torch.empty_like(x)
+        out.copy_(dropout_kernel(x.contiguous(), seed, offset, p, scale, backend))
+        return out
+    if x.requires_grad:
+        x = x.detach()
     if backend == "numba" and x.dtype in _FUSED_DTYPES:
         out = torch.empty_like(x)
-        cpu.masked_scale_kernel(
+        cpu_kernels().masked_scale_kernel(
             x.view(-1).numpy(), out.view(-1).numpy(), seed, offset, 0, threshold(p), scale
         )
         return out
+    if backend == "numba" and x.dtype in _HALF_DTYPES:
+        out = torch.empty_like(x)
+        _half_numba(x, out, seed, offset, threshold(p), scale)
+        return out
     if backend == "triton":
-        return gpu.masked_scale(x, torch.empty_like(x), seed, offset, 0, threshold(p), scale)
-    # Other cases (reference, torch, numba for half types): the same words, applied by torch.
+        return gpu_kernels().masked_scale(
+            x, torch.empty_like(x), seed, offset, 0, threshold(p), scale
+        )
+    # Other cases (reference, torch): the same words, applied by torch.
     keep = (_words(seed, offset, x.numel(), x.device, backend) >= threshold(p)).view(x.shape)
     return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
 
@@ -83,12 +129,12 @@ def philox_dropout(
     x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str
 ) -> Tensor:
     """``where(keep, x * scale, 0)``, keep = Philox decision of position ``offset + i``."""
-    return _dropout(x, int(seed), offset, p, scale, backend)
+    return dropout_kernel(x, int(seed), offset, p, scale, backend)
 
 
 @philox_dropout.register_fake
 def _(x, seed, offset, p, scale, backend):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return torch.empty_like(x)
 
 
 def _setup_dropout(ctx, inputs, output) -> None:
@@ -123,7 +169,7 @@ def bias_dropout_add(
         return residual.clone()
     if backend == "numba" and x.dtype in _FUSED_DTYPES:
         out = torch.empty_like(x)
-        cpu.bias_dropout_add_kernel(
+        cpu_kernels().bias_dropout_add_kernel(
             x.view(-1).numpy(),
             bias.contiguous().view(-1).numpy(),
             residual.view(-1).numpy(),
@@ -136,10 +182,12 @@ def bias_dropout_add(
         )
         return out
     if backend == "triton":
-        return gpu.bias_dropout_add(x, bias.contiguous(), residual, s, offset, threshold(p), scale)
+        return gpu_kernels().bias_dropout_add(
+            x, bias.contiguous(), residual, s, offset, threshold(p), scale
+        )
     # Half types: compute in fp32 and round once, exactly as the Triton kernel does.
     wide = torch.float32 if x.dtype not in _FUSED_DTYPES else x.dtype
-    dropped = _dropout(x.to(wide) + bias.to(wide), s, offset, p, scale, backend)
+    dropped = dropout_kernel(x.to(wide) + bias.to(wide), s, offset, p, scale, backend)
     return (residual.to(wide) + dropped).to(x.dtype)
 
 

@@ -1,0 +1,74 @@
+"""Elementwise Philox dropout as a ``torch.autograd.Function``: every autograd mode works.
+
+``Dropout.apply(x, seed, offset, p, scale, backend)`` is ``where(keep, x * scale, 0)`` with the
+Philox mask of positions ``offset + i`` (``i`` the logical row-major index). It is linear in
+``x`` with a mask that is a pure function of ``(seed, offset, shape)``, so
+
+* backward (reverse mode): ``dx = keep * scale * dy``, the same op on ``dy`` (mask regenerated,
+  only the 0-d seed is kept), and twice-differentiable because backward calls ``apply`` again;
+* jvp (forward mode): tangent ``= keep * scale * t``, the same op on ``t``;
+* vmap: ``randomness="different"`` treats the vmapped dim as part of the tensor (entry ``b``
+  takes positions ``offset + b * numel + i``: one mask per entry), ``"same"`` draws one mask of
+  the per-entry shape and broadcasts it, ``"error"`` raises as torch's random ops do.
+
+This is what ``torch.func.grad/vjp/jacrev/jvp/vmap`` need (a ``setup_context`` Function with a
+``vmap`` rule); a ``torch.library`` custom op has no forward-AD or vmap rule. Under
+``torch.compile`` (which does not trace a custom ``jvp``) dropkit calls the opaque custom op
+:func:`dropkit.rng.ops.philox_dropout` instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import dropout_kernel
+
+_VMAP_ERROR = (
+    "vmap: called random operation while in randomness error mode. Please either use the "
+    "'same' or 'different' randomness flags on vmap or perform the randomness operation out of "
+    "vmap"
+)
+
+
+class PhiloxDropout(torch.autograd.Function):
+    """``where(keep, x * scale, 0)``; backward, jvp and vmap regenerate the same mask."""
+
+    @staticmethod
+    def forward(x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
+        return dropout_kernel(x, int(seed), offset, p, scale, backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, seed, offset, p, scale, backend = inputs
+        ctx.save_for_backward(seed)  # 8 bytes: the mask is regenerated, never stored
+        ctx.save_for_forward(seed)
+        ctx.args = (offset, p, scale, backend)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (seed,) = ctx.saved_tensors
+        return PhiloxDropout.apply(grad, seed, *ctx.args), None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t: Tensor, *_):
+        (seed,) = ctx.saved_tensors
+        return PhiloxDropout.apply(x_t, seed, *ctx.args)
+
+    @staticmethod
+    def vmap(info, in_dims, x, seed, offset, p, scale, backend):
+        if info.randomness == "error":
+            raise RuntimeError(_VMAP_ERROR)
+        x_dim, seed_dim = in_dims[0], in_dims[1]
+        if seed_dim is not None:  # a seed drawn under vmap: one per entry; the first keys all
+            seed = seed.select(seed_dim, 0)
+        if x_dim is None:  # the input is shared: every entry sees it
+            x = x.unsqueeze(0).expand(info.batch_size, *x.shape)
+            x_dim = 0
+        x = x.movedim(x_dim, 0)
+        if info.randomness == "different":
+            return PhiloxDropout.apply(x, seed, offset, p, scale, backend), 0
+        # "same": one mask of the per-entry shape, broadcast over the batch.
+        keep = PhiloxDropout.apply(torch.ones_like(x[0]), seed, offset, p, 1.0, backend) != 0
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(keep, x * scale, zero), 0
