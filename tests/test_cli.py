@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,11 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("DROPKIT_OFFLINE", raising=False)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+         ) -> subprocess.CompletedProcess:  # fmt: skip
     return subprocess.run([sys.executable, "-m", "dropkit", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, check=False)  # fmt: skip
+                          text=True, env={**os.environ, **(env or {})}, cwd=cwd,
+                          check=False)  # fmt: skip
 
 
 def test_version_is_exposed():
@@ -128,25 +131,121 @@ def test_keyboard_interrupt_exits_130_with_a_resume_hint(tmp_path, monkeypatch, 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["run", "nope"], 1, "unknown recipe 'nope'"),
-        (["run", "toy-mlp", "--p", "1.5"], 2, "dropout rate must be in [0, 1)"),
-        (["run", "toy-mlp", "--p", "half"], 2, "dropout rate must be a number"),
-        (["run", "toy-mlp", "--epochs", "0"], 2, "epochs must be an integer >= 1"),
-        (["run", "toy-mlp", "--seed", "-1"], 2, "seed must be an integer >= 0"),
+        (["run", "nope"], 2, "unknown recipe 'nope'"),
+        (["run", "toy-mlp", "--p", "1.5"], 2, "argument --p: dropout rate must be in [0, 1)"),
+        (["run", "toy-mlp", "--p", "half"], 2, "argument --p: dropout rate must be a number"),
+        (["run", "toy-mlp", "--epochs", "0"], 2, "--epochs: epochs must be an integer >= 1"),
+        (["run", "toy-mlp", "--seed", "-1"], 2, "--seed: seed must be an integer >= 0"),
+        (["run", "toy-mlp", "--seed", str(2**64)], 2, "--seed: seed must be an integer in [0, "),
+        (["run", "toy-mlp", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["run"], 2, "run: the following arguments are required: recipe"),
+        (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
+        (["sweep", "toy-mlp", "--seeds", "0", "0"], 2, "--seeds: seed 0 is given twice"),
+        (["sweep", "toy-mlp", "--p", "0.5", "0.50"], 2, "--p: rate 0.5 is given twice"),
+        (["run", "digits-mlp", "--variants", "locked"], 2,
+         "--variants: recipe digits-mlp has no variants (recipes with variants: rnn-locked"),
         (["run", "toy-mlp", "--set", "bogus=1"], 1, "unknown setting"),
-        (["run", "toy-mlp", "--resume"], 1, "--resume needs --out"),
-        (["run", "toy-mlp", "--resume", "--out", "x", "--p", "0"], 1, "drop --p"),
-        (["report", "no-such-run"], 1, "not a dropkit run folder"),
+        (["run", "toy-mlp", "--resume"], 2, "--resume needs --out"),
+        (["run", "toy-mlp", "--resume", "--out", "x"], 1, "--out x: nothing to resume"),
+        (["run", "toy-mlp", "--data", "no-such-dir"], 1, "--data no-such-dir: no such folder"),
+        (["report", "no-such-run"], 1, "report no-such-run: no such folder"),
+        (["report", "."], 1, "report .: not a dropkit run folder (no config.json)"),
         (["bench", "no-such-bench"], 1, "unknown benchmark"),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_fail_with_one_line_and_no_traceback(tmp_path, args, code, message):
-    done = _cli(*args)
+    done = _cli(*args, cwd=tmp_path)
     assert done.returncode == code
+    assert done.stderr.startswith("dropkit: error: "), done.stderr
     assert message in done.stderr
-    assert "Traceback" not in done.stderr
-    if code == 1:
-        assert done.stderr.count("\n") == 1, done.stderr  # exactly one line
+    assert done.stderr.count("\n") == 1, done.stderr  # exactly one line, no usage block
+
+
+def test_out_that_is_a_file_is_named_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for out in ("afile", "afile/run"):
+        done = _cli("run", "toy-mlp", "--out", out, "--no-progress", cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stderr == f"dropkit: error: --out {out}: afile is a file, not a folder\n"
+
+
+def test_help_documents_the_error_contract():
+    done = _cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "exit status 2 for a usage error" in text
+    assert "1 for a runtime error" in text
+
+
+def test_show_prints_the_defaults_and_every_setting(capsys):
+    from dropkit.experiments import get_recipe
+
+    assert main(["show", "mnist-mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "the Keras MNIST MLP example" in out
+    assert "rates (--p):           0 0.2 0.5" in out
+    assert "epochs (--epochs):     5" in out
+    assert "none: --variants does not apply" in out
+    for field in __import__("dataclasses").fields(get_recipe("mnist-mlp").settings):
+        assert f"\n  {field.name} " in out, field.name
+
+
+def test_user_facing_text_names_sources_by_topic_not_internal_numbers(capsys):
+    from dropkit.experiments.recipe import RECIPES
+
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out + "".join(
+        f"{r.summary} {r.source} {r.notes} {r.settings.__doc__} {r.train.__doc__}"
+        for r in RECIPES.values()
+    )
+    for internal in ("seed 00", "seed's", "slide"):
+        assert internal not in text, internal
+
+
+def test_rates_that_differ_beyond_six_digits_are_two_trials(tmp_path):
+    done = _cli("run", "toy-mlp", "--p", "0.1234567", "0.1234568", "--epochs", "1",
+                "--out", str(tmp_path / "r"), "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir())
+    assert names == ["p0.1234567-seed0", "p0.1234568-seed0"]
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path):
+    done = _cli("run", "toy-mlp", "--p", "0.5", "--epochs", "3", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # captured: not a terminal, so no bar was drawn
+
+
+def test_the_printed_resume_command_resumes(tmp_path):
+    """Interrupted (SIGINT) mid-run, the command dropkit prints continues the run."""
+    script = (
+        "import sys\n"
+        "import dropkit.experiments.runner as runner\n"
+        "from dropkit.cli import main\n"
+        "real = runner.run_recipe\n"
+        "def stop(record):\n"
+        "    if record['epoch'] == 2:\n"
+        "        raise KeyboardInterrupt\n"
+        "runner.run_recipe = lambda *a, **k: real(*a, **k, on_epoch=stop)\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["sweep", "toy-mlp", "--p", "0.5", "--epochs", "3", "--seeds", "0", "1",
+            "--out", str(tmp_path / "rs"), "--no-progress"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    hint = done.stderr.strip().splitlines()[-1]
+    assert "; continue with: dropkit " in hint
+    command = hint.split("; continue with: dropkit ", 1)[1]
+    resumed = _cli(*shlex.split(command))
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "rs" / "p0.5-seed1" / "summary.json").is_file()
+    # the original command plus --resume (what a user retypes) works too: same values agree
+    again = _cli(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    changed = _cli(*args[:-3], "--epochs", "4", "--out", str(tmp_path / "rs"), "--resume")
+    assert changed.returncode == 2
+    assert "--epochs: --resume continues the run" in changed.stderr
 
 
 def test_missing_data_offline_fails_with_one_line_naming_the_file(tmp_path):

@@ -12,6 +12,8 @@ from numbers import Real
 
 import numpy as np
 
+from dropkit.metrics._optional import require
+
 _N_IMAGES = 1797
 _MAX_LEVEL = 16.0  # each cell counts the set pixels of a 4x4 block
 
@@ -40,7 +42,7 @@ def load_digits_split(
         )
     # Imported here: scikit-learn takes about a second to import, and most users of
     # dropkit.data never need it.
-    from sklearn.datasets import load_digits
+    load_digits = require("sklearn.datasets", "load_digits").load_digits
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits(return_X_y=True)

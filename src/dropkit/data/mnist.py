@@ -29,6 +29,7 @@ import os
 import tarfile
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,7 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, where: object) -> None
 def _load_subset_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{path}: not a readable npz file ({error})") from error
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: a single .npy array, not an npz holding images and labels")
@@ -280,7 +281,7 @@ def _load_subset_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{path}: the npz holds {loaded.files}, not 'images' and 'labels'")
         try:
             images, labels = loaded["images"], loaded["labels"]
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise ValueError(f"{path}: corrupt npz member ({error})") from error
     _check_arrays(images, labels, path)
     return images, labels.astype(np.int64)

@@ -14,9 +14,12 @@ from __future__ import annotations
 import io
 import random
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from dropkit.metrics._optional import require
 
 from .cache import cache_dir, write_atomically
 
@@ -69,13 +72,8 @@ def load_mnist1d(
 
 def _generate(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run mnist1d's generator for ``seed``, restoring the global random states afterwards."""
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as error:
-        raise ImportError(
-            "load_mnist1d generates MNIST-1D with the mnist1d package, which is not installed: "
-            "pip install mnist1d"
-        ) from error
+    mnist1d_data = require("mnist1d.data", "load_mnist1d (it generates MNIST-1D)")
+    get_dataset_args, make_dataset = mnist1d_data.get_dataset_args, mnist1d_data.make_dataset
     args = get_dataset_args()
     args.seed = seed
     # make_dataset calls random.seed and np.random.seed: without this, loading the data would
@@ -103,7 +101,7 @@ def _generate(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """The arrays in a cache file, or None when it is unreadable or holds something else."""
-    unreadable = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+    unreadable = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         loaded = np.load(path, allow_pickle=False)
     except unreadable:

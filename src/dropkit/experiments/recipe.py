@@ -16,9 +16,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .runs import TrialDir, trial_label
+
+#: Largest seed a run accepts: ``seed * 1_000_003 + epoch`` (the data order) stays in int64.
+MAX_SEED = 2**32 - 1
+
+
+def derive_seed(*keys: int) -> int:
+    """A seed in ``[0, 2**63)`` for the stream named by ``keys`` (e.g. ``(seed, split)``).
+
+    Hashed by :class:`numpy.random.SeedSequence`, so distinct key tuples give unrelated seeds;
+    ``seed + i`` would not (trial seed 1's chunk 0 would repeat seed 0's chunk 1).
+
+    >>> derive_seed(0, 1) == derive_seed(1, 0)
+    False
+    """
+    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) | (int(words[1]) >> 1)
+
 
 __all__ = [
     "RECIPES",
@@ -26,6 +44,7 @@ __all__ = [
     "TrialContext",
     "apply_overrides",
     "check_settings",
+    "derive_seed",
     "get_recipe",
     "register",
 ]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dropkit._atomic import write_atomic
+from dropkit.metrics._optional import require
 
 from .runs import read_json, read_jsonl, trial_label
 
@@ -296,7 +297,7 @@ def _curves_figure(run: Run) -> Figure | None:
     if not specs:
         return None
     # deferred: importing the report module needs no matplotlib
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "the report's plots").Figure
     from matplotlib.ticker import MaxNLocator
 
     ncols = min(len(specs), 2)
@@ -361,8 +362,7 @@ def _reliability_figure(run: Run, n_bins: int = 15) -> Figure | None:
             curves.append((label, reliability_diagram(*predictions, n_bins)))
     if not curves:
         return None
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "the report's plots").Figure
     fig = Figure(figsize=(5.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="gray", label="perfect calibration")
@@ -400,8 +400,7 @@ def _rates_figure(run: Run) -> Figure | None:
             points.setdefault(trial.p, []).append(value)
     if not any(points for points in lines.values()):
         return None
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "the report's plots").Figure
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for colour, (variant, points) in enumerate(lines.items()):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from .recipe import Recipe, TrialContext, apply_overrides, get_recipe
+from .recipe import MAX_SEED, Recipe, TrialContext, apply_overrides, get_recipe
 from .runs import TrialDir, read_json, write_json
 
 __all__ = ["ResumeError", "default_out", "run_recipe", "versions"]
@@ -32,12 +32,18 @@ class ResumeError(ValueError):
 
 def versions() -> dict[str, str]:
     """Versions of what produced a run (for its report)."""
-    import numba
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"dropkit": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "numba": numba.__version__,
-            "scikit-learn": sklearn.__version__}  # fmt: skip
+    found = {"dropkit": __version__, "python": platform.python_version(),
+             "torch": torch.__version__, "numpy": np.__version__}  # fmt: skip
+    for name in ("numba", "scikit-learn"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    # CPU results (float reductions, hence the last digits) depend on the thread count
+    found["torch threads"] = str(torch.get_num_threads())
+    return found
 
 
 def default_out(recipe: str) -> Path:
@@ -75,8 +81,15 @@ def _fresh_config(recipe: Recipe, rates, seeds, epochs, device, overrides, varia
             )
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"seeds must be one or more integers >= 0, got {list(seeds)}")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise ValueError(
+            f"seeds must be one or more integers in [0, {MAX_SEED}], got {list(seeds)}"
+        )
+    # a repeated rate or seed would count one trial twice: a fake mean ± std over "n" trials
+    for what, values in (("seeds", [int(s) for s in seeds]), ("rates", [float(p) for p in rates]),
+                         ("variants", list(variants or ()))):  # fmt: skip
+        if len(set(values)) != len(values):
+            raise ValueError(f"{what} must be distinct, got {values}")
     return {
         "recipe": recipe.name, "summary": recipe.summary, "source": recipe.source,
         "data": recipe.data, "task": recipe.task, "rates": _check_rates(rates),
@@ -142,7 +155,7 @@ def run_recipe(
         )  # fmt: skip
     torch_device = _device(device)
     settings = recipe.settings(**config["settings"])  # validates a hand-edited file too
-    created = not run_dir.exists()
+    created = not run_dir.exists() or not any(run_dir.iterdir())
     write_json(config_file, config)
     try:
         _run_trials(recipe, run_dir, config, settings, torch_device, resume, progress, data_path,
@@ -150,7 +163,7 @@ def run_recipe(
     except BaseException:
         # A run that failed before recording anything (missing data, bad settings) leaves
         # no folder behind, so the same command can simply be run again.
-        if created and not any(run_dir.rglob(TrialDir.METRICS)):
+        if created and not any(f.stat().st_size for f in run_dir.rglob(TrialDir.METRICS)):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if report:

@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "TrialDir",
     "check_checkpoint",
+    "rate_text",
     "read_json",
     "read_jsonl",
     "trial_label",
@@ -86,15 +87,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def rate_text(p: float) -> str:
+    """``p`` in as few digits as name it exactly: ``0.5``, ``0``, ``0.1234567`` (``%g`` would
+    give ``0.123457`` for both 0.1234567 and 0.1234568, merging two trials into one)."""
+    short = f"{p:g}"
+    return short if float(short) == p else repr(float(p))
+
+
 def trial_label(p: float, variant: str | None = None) -> str:
     """How a trial is named in tables and legends, e.g. ``p=0.2`` or ``p=0.25 locked``."""
-    return f"p={p:g}" + (f" {variant}" if variant else "")
+    return f"p={rate_text(p)}" + (f" {variant}" if variant else "")
 
 
 def trial_name(p: float, seed: int, variant: str | None = None) -> str:
     """Folder name of a trial, e.g. ``p0.2-seed0`` or ``p0.25-locked-seed1``."""
     middle = f"-{variant}" if variant else ""
-    return f"p{p:g}{middle}-seed{seed}"
+    return f"p{rate_text(p)}{middle}-seed{seed}"
 
 
 class TrialDir:

@@ -1,4 +1,4 @@
-"""The seed experiment from scratch: a NumPy MLP with dropout trained by manual backprop.
+"""Dropout from scratch: a NumPy MLP with dropout trained by manual backprop.
 
 A two-layer network ``Linear -> ReLU -> Dropout(p) -> Linear`` is fitted to Gaussian inputs with
 random labels (pure memorisation) with full-batch SGD and softmax cross-entropy. With dropout
@@ -18,7 +18,7 @@ from dropkit.reference import SGD, Dropout, Linear, ReLU, Sequential, SoftmaxCro
 
 @dataclass(frozen=True)
 class ToyMLPConfig:
-    """Hyper-parameters of the seed experiment (defaults: the seed's values)."""
+    """Hyper-parameters of the toy experiment (defaults: the ``toy-mlp`` recipe's)."""
 
     n_samples: int = 128
     n_features: int = 20
@@ -82,7 +82,7 @@ def run_toy_mlp(
     config: ToyMLPConfig = ToyMLPConfig(),
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> ToyMLPResult:
-    """Train the seed MLP and return its history and final accuracies.
+    """Train the toy MLP and return its history and final accuracies.
 
     Every epoch is one full-batch step: forward in training mode, loss, backward, SGD update.
     ``history`` holds epochs 1 and every ``log_every``-th (plus the last); ``on_epoch`` is called

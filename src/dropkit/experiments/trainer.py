@@ -23,8 +23,9 @@ from torch.nn import functional as F
 
 from dropkit import mc
 from dropkit.metrics import brier_score, expected_calibration_error, negative_log_likelihood
+from dropkit.metrics._optional import require
 
-from .recipe import TrialContext
+from .recipe import TrialContext, derive_seed
 from .runs import CheckpointError, TrialDir
 
 __all__ = [
@@ -67,7 +68,7 @@ class ArrayBatches:
 def _bar(ctx: TrialContext, total: int, initial: int):
     if not ctx.progress:
         return None
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "progress bars (or pass --no-progress)").tqdm
 
     return tqdm(total=total, initial=initial, desc=ctx.label, unit="step", leave=True,
                 dynamic_ncols=True)  # fmt: skip
@@ -219,7 +220,8 @@ def classification_summary(
     stochastic = sampled(model)
     if stochastic and mc_samples > 0:
         chunk = max(1, 2_000_000 // max(1, batch_size * probs.shape[1]))
-        parts = [mc.predict(model, test[0][s], mc_samples, seed=ctx.seed + i,
+        # one unrelated seed per (trial seed, chunk): seed + i would repeat across trials
+        parts = [mc.predict(model, test[0][s], mc_samples, seed=derive_seed(ctx.seed, i),
                             chunk_size=chunk).mean.double().cpu()
                  for i, s in enumerate(_chunks(len(test[0]), batch_size))]  # fmt: skip
         mc_probs = torch.cat(parts)

@@ -31,6 +31,8 @@ from dropkit import nn as dkn
 from dropkit.data import get_dataset, load_uci, uci_splits
 from dropkit.mc.result import summarize
 
+from .recipe import derive_seed
+
 #: Gal & Ghahramani (2016), Table 1, "Dropout" columns: (RMSE, test log-likelihood).
 PAPER_TABLE1 = {
     "concrete": (5.23, -3.04),
@@ -143,19 +145,22 @@ def run_split(config: UCIConfig, split: int, train_idx, test_idx, x, y) -> Split
     n_val = round(config.validation_fraction * len(train_idx))
     inner, val = train_idx[:-n_val], train_idx[-n_val:]
     best = None
+    # seeds per (run seed, split): seed + split would repeat split k of seed s as split k - 1
+    # of seed s + 1; the MC draws get a stream of their own
+    fit_seed, mc_seed = derive_seed(config.seed, split), derive_seed(config.seed, split, 1)
     for p in config.dropout_grid or info.dropout_grid:
         for tau in info.tau_grid:
             (xs, xv), _, _ = standardise(x[inner], x[val])
             (ys, _), ym, ysd = standardise(y[inner], y[val])
-            net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, config.seed + split)
-            _, ll = evaluate(net, xv, y[val], ym, ysd, tau, min(config.mc_samples, 1000), split)
+            net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, fit_seed)
+            _, ll = evaluate(net, xv, y[val], ym, ysd, tau, min(config.mc_samples, 1000), mc_seed)
             if best is None or ll > best[0]:
                 best = (ll, p, tau)
     _, p, tau = best
     (xs, xt), _, _ = standardise(x[train_idx], x[test_idx])
     (ys, _), ym, ysd = standardise(y[train_idx], y[test_idx])
-    net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, config.seed + split)
-    rmse, ll = evaluate(net, xt, y[test_idx], ym, ysd, tau, config.mc_samples, split)
+    net = fit(xs, ys, p, tau, info.n_hidden, epochs, config, fit_seed)
+    rmse, ll = evaluate(net, xt, y[test_idx], ym, ysd, tau, config.mc_samples, mc_seed)
     return SplitResult(split, p, tau, rmse, ll)
 
 

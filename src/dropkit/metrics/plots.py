@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dropkit.metrics._optional import require
 from dropkit.metrics.calibration import STRATEGIES, ReliabilityDiagram, reliability_diagram
 
 if TYPE_CHECKING:  # only for the annotations; importing matplotlib at runtime is deferred
@@ -57,9 +58,9 @@ def plot_reliability_diagram(
         data = reliability_diagram(data_or_probs, labels, n_bins, strategy=strategy)
 
     if ax is None:
-        from matplotlib.figure import Figure  # deferred: metrics must import without matplotlib
-
-        fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+        # deferred: metrics must import without matplotlib
+        figure = require("matplotlib.figure", "plot_reliability_diagram")
+        fig = figure.Figure(figsize=(4.5, 4.5), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure

@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from dropkit.metrics._checks import as_float_array, as_labels, check_probs, check_same_length
+from dropkit.metrics._optional import require
 
 __all__ = ["brier_score", "misclassification_aupr", "misclassification_auroc"]
 __all__ += ["negative_log_likelihood", "ood_aupr", "ood_auroc"]
@@ -112,7 +113,7 @@ def misclassification_auroc(scores: object, probs_or_preds: object, labels: obje
         >>> misclassification_auroc([0.9, 0.1, 0.5], [1, 0, 0], [0, 0, 0])
         1.0
     """
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "ROC/PR areas").roc_auc_score
 
     s, errors = _errors(scores, probs_or_preds, labels, "misclassification_auroc")
     return float(roc_auc_score(errors, s))
@@ -127,7 +128,7 @@ def misclassification_aupr(scores: object, probs_or_preds: object, labels: objec
         >>> misclassification_aupr([0.9, 0.1, 0.5], [1, 0, 0], [0, 0, 0])
         1.0
     """
-    from sklearn.metrics import average_precision_score
+    average_precision_score = require("sklearn.metrics", "ROC/PR areas").average_precision_score
 
     s, errors = _errors(scores, probs_or_preds, labels, "misclassification_aupr")
     return float(average_precision_score(errors, s))
@@ -151,7 +152,7 @@ def ood_auroc(scores_in: object, scores_out: object) -> float:
         >>> ood_auroc([0.1, 0.2, 0.6], [0.5, 0.9])  # 5 of the 6 (out, in) pairs are ordered
         0.8333333333333334
     """
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "ROC/PR areas").roc_auc_score
 
     return float(roc_auc_score(*_ood(scores_in, scores_out, "ood_auroc")))
 
@@ -164,6 +165,6 @@ def ood_aupr(scores_in: object, scores_out: object) -> float:
         >>> round(ood_aupr([0.1, 0.2, 0.6], [0.5, 0.9]), 6)  # (1/2)(1/1) + (1/2)(2/3)
         0.833333
     """
-    from sklearn.metrics import average_precision_score
+    average_precision_score = require("sklearn.metrics", "ROC/PR areas").average_precision_score
 
     return float(average_precision_score(*_ood(scores_in, scores_out, "ood_aupr")))

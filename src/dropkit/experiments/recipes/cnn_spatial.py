@@ -47,7 +47,8 @@ def train(ctx: TrialContext) -> dict[str, float]:
 RECIPE = register(Recipe(
     name="cnn-spatial",
     summary="CNN conv-Dropout2d-pool x2 + dropout MLP head on 28x28 MNIST digits",
-    source="seed 000 slides 8-9 (spatial dropout, Tompson et al. 2015)",
+    source="Tompson et al. 2015, 'Efficient object localization using convolutional networks' "
+    "(spatial dropout)",
     data="MNIST: a 10,000-digit training subset and the official t10k test set",
     task="classification", settings=Settings, train=train, default_rates=(0.0, 0.1, 0.3),
     default_epochs=8, columns=CLASSIFICATION_COLUMNS, curves=CLASSIFICATION_CURVES,

@@ -1,4 +1,4 @@
-"""``mnist-mlp``: seed 002's Keras MLP (784-128-64-10, Dropout 0.5, Adam, 5 epochs, batch 32)."""
+"""``mnist-mlp``: the Keras MNIST MLP example (784-128-64-10, Dropout 0.5, Adam, 5 epochs)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..trainer import CLASSIFICATION_COLUMNS, CLASSIFICATION_CURVES, run_classif
 
 @dataclass(frozen=True)
 class Settings:
-    """Seed 002's network and optimiser (Keras defaults: Adam lr 1e-3)."""
+    """The Keras example's network and optimiser (Keras defaults: Adam lr 1e-3)."""
 
     hidden: tuple[int, ...] = (128, 64)
     lr: float = 1e-3
@@ -57,9 +57,9 @@ def train(ctx: TrialContext) -> dict[str, float]:
 
 RECIPE = register(Recipe(
     name="mnist-mlp",
-    summary="seed 002's MLP 784-128-64-10 (ReLU, Adam, batch 32) with Dropout(p) after each "
-    "hidden layer",
-    source="seed 002 (Keras MNIST MLP with Dropout 0.5)",
+    summary="the Keras MNIST example's MLP 784-128-64-10 (ReLU, Adam, batch 32) with Dropout(p) "
+    "after each hidden layer",
+    source="the Keras MNIST MLP example (Dropout 0.5 after each hidden layer)",
     data="MNIST: a 10,000-digit training subset and the official t10k test set",
     task="classification", settings=Settings, train=train, default_rates=(0.0, 0.2, 0.5),
     default_epochs=5, columns=CLASSIFICATION_COLUMNS, curves=CLASSIFICATION_CURVES,

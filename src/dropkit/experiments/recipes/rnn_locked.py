@@ -54,7 +54,7 @@ def train(ctx: TrialContext) -> dict[str, float]:
 RECIPE = register(Recipe(
     name="rnn-locked",
     summary="char-LSTM on Tiny Shakespeare: per-time-step dropout vs locked (variational) dropout",
-    source="seed 000 slide 10; Gal & Ghahramani 2016, 'A theoretically grounded application of "
+    source="Gal & Ghahramani 2016, 'A theoretically grounded application of "
     "dropout in recurrent neural networks'",
     data="Tiny Shakespeare (1.1M characters), first 90% train / last 10% validation",
     task="lm", settings=Settings, train=train, default_rates=(0.0, 0.25), default_epochs=10,

@@ -74,7 +74,7 @@ def load_state(path: Path, model: Any, optimizer: SGD) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """The seed's data and network: Gaussian inputs with random labels (memorisation)."""
+    """The data and network: Gaussian inputs with random labels (memorisation)."""
 
     n_samples: int = 128
     n_features: int = 20
@@ -130,7 +130,8 @@ def train(ctx: TrialContext) -> dict[str, float]:
 RECIPE = register(Recipe(
     name="toy-mlp",
     summary="NumPy MLP 20-64-5 with dropout, manual backprop, memorising 128 random labels",
-    source="seed 003 (manual NumPy backprop of a dropout MLP)",
+    source="dropout from scratch: a NumPy MLP with manual backprop (Srivastava et al. 2014, "
+    "section 4)",
     data="synthetic: 128 Gaussian inputs in 20 dimensions with uniformly random labels (5 classes)",
     task="toy", settings=Settings, train=train, default_rates=(0.0, 0.5), default_epochs=200,
     columns=(("final_loss", "train loss"), ("train_mode_acc", "train-mode acc (dropout on)"),

@@ -61,7 +61,7 @@ RECIPE = register(Recipe(
     name="transformer-lm",
     summary="char GPT on Tiny Shakespeare: dropout on embeddings/attention/FFN/residuals: none "
     "vs standard vs Standout vs scheduled",
-    source="seed 000 slides 12-13; nanoGPT shakespeare-char (dropout 0.2, val loss ~1.47)",
+    source="nanoGPT shakespeare-char (Karpathy) (dropout 0.2, val loss ~1.47)",
     data="Tiny Shakespeare (1.1M characters), first 90% train / last 10% validation",
     task="lm", settings=Settings, train=train, default_rates=(0.0, 0.2), default_epochs=6,
     variants=("standard", "standout", "scheduled"), columns=LM_COLUMNS, curves=LM_CURVES,

@@ -37,7 +37,8 @@ def train(ctx: TrialContext) -> dict[str, float]:
                        mc_samples=s.mc_samples, seed=ctx.seed, data_path=ctx.data_path,
                        dropout_grid=(ctx.p,))  # fmt: skip
     done = ctx.trial.metrics() if ctx.resume else []
-    ctx.trial.write_metrics(done)
+    if ctx.trial.file(ctx.trial.METRICS).is_file():
+        ctx.trial.write_metrics(done)  # a fresh trial starts from an empty file
 
     def record(result: SplitResult) -> None:
         entry = {"epoch": result.split + 1, **asdict(result)}
