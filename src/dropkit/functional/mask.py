@@ -210,23 +210,30 @@ def scaled_keep_mask(
     on other devices the same mask comes from the ``dropkit::scaled_keep_mask`` operator. Meta
     tensors get an empty mask.
     """
-    if x.device.type == "meta":
-        return torch.empty(mask_shape(x.shape, dims), dtype=x.dtype, device=x.device)
-    name = rng_backend.resolve(x.device, backend)
-    if torch.compiler.is_compiling():
-        shape = list(mask_shape(x.shape, dims))
-        return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, name)
-    if torch._C._are_functorch_transforms_active():
+    device = x.device
+    if (
+        device.type == "cpu"
+        and backend in (None, "numba")
+        and cpu.AVAILABLE
+        and not torch._C._are_functorch_transforms_active()
+        and not torch.compiler.is_compiling()
+    ):
+        shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
+        words = np.empty(math.prod(shape), dtype=np.uint32)
+        cpu.words_kernel(words, int(seed), offset, 0)
+        # Filled as a NumPy array and wrapped once: numba types a NumPy-owned array faster than
+        # a view of a torch tensor, and at these sizes dispatch is the whole cost.
+        values = np.empty(words.size, dtype=np.float64 if x.dtype == torch.float64 else np.float32)
+        _fill_scaled(words, threshold(p), scale, values)
+        mask = torch.from_numpy(values.reshape(shape))
+        return mask if mask.dtype == x.dtype else mask.to(x.dtype)
+    if device.type == "meta":
+        return torch.empty(mask_shape(x.shape, dims), dtype=x.dtype, device=device)
+    name = rng_backend.resolve(device, backend)
+    shape = list(mask_shape(x.shape, dims))
+    if torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling():
         return _ScaledKeep.apply(x.detach(), seed, offset, tuple(dims), p, scale, name)
-    if name != "numba":
-        shape = list(mask_shape(x.shape, dims))
-        return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, x.device, name)
-    shape = mask_shape(x.shape, dims)
-    words = np.empty(math.prod(shape), dtype=np.uint32)
-    cpu.words_kernel(words, int(seed), offset, 0)
-    wide = torch.empty(shape, dtype=_wide(x.dtype))
-    _fill_scaled(words, np.uint32(threshold(p)), scale, wide.view(-1).numpy())
-    return wide if wide.dtype == x.dtype else wide.to(x.dtype)
+    return _scaled_keep_op(seed, offset, shape, p, scale, x.dtype, device, name)
 
 
 def shared_mask_dropout(
