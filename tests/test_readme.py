@@ -45,6 +45,26 @@ def test_readme_has_a_quick_start():
     assert any("dropkit.nn" in c and "mc.predict(" in c for c in README_BLOCKS)
 
 
+def test_readme_is_a_front_page():
+    """Short, with both set-up commands and pip, and nothing that breaks on a package index."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    for command in ("make demo", "make test", "pip install"):
+        assert command in text, command
+    # Images by relative path do not render on a package index; the docs site has the plots.
+    assert not re.search(r"!\[[^\]]*\]\((?!https://)", text)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [README, *sorted((ROOT / "docs").rglob("*.md"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_no_internal_source_names(path):
+    """Sources are named by topic and paper, never by internal file numbers ("seed 002")."""
+    assert not re.search(r"\bseed 00\d|\bslides? \d", path.read_text(), flags=re.I)
+
+
 def printed_output(page: Path) -> str:
     """The ```text block that follows "It prints" on a page: the output the docs claim."""
     match = re.search(r"It prints\s*```text\n(.*?)```", page.read_text(), flags=re.DOTALL)
