@@ -55,6 +55,14 @@ def test_readme_is_a_front_page():
     assert not re.search(r"!\[[^\]]*\]\((?!https://)", text)
 
 
+def test_readme_links_resolve():
+    """Every relative link of the README names a file of the repository."""
+    targets = re.findall(r"\]\(([^)#\s]+)", README.read_text())
+    relative = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    assert relative
+    assert [t for t in relative if not (ROOT / t).is_file()] == []
+
+
 @pytest.mark.parametrize(
     "path",
     [README, *sorted((ROOT / "docs").rglob("*.md"))],
