@@ -11,7 +11,7 @@ from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
 from dropkit.rng.backend import resolve
 
 from ._validation import check_input, check_p
-from .mask import bernoulli_mask, mask_shape, resolve_seed, scaled_keep_mask
+from .mask import batch_first, bernoulli_mask, mask_shape, resolve_seed, scaled_keep_mask
 
 
 @torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
@@ -45,14 +45,91 @@ _alpha_op.register_autograd(_alpha_backward, setup_context=_alpha_setup)
 
 
 def _keep(seed, shape, p, device, offset, backend) -> torch.Tensor:
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, dtype=torch.bool, device=device)
     return bernoulli_mask(shape, p, device=device, seed=seed, offset=offset, backend=backend)
+
+
+def _alpha_formula(x, keep, a, b):
+    return torch.where(keep, x, ALPHA_PRIME) * a + b
+
+
+class _KeepScale(torch.autograd.Function):
+    """``where(keep, g * scale, 0)`` with the elementwise mask of ``g``'s shape: alpha dropout's
+    backward and jvp (linear, so its own backward and jvp are itself)."""
+
+    @staticmethod
+    def forward(g, seed, offset, p, scale, backend):
+        keep = _keep(seed, list(g.shape), p, g.device, offset, backend)
+        return torch.where(keep, g * scale, torch.zeros((), dtype=g.dtype, device=g.device))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+        ctx.args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seed,) = ctx.saved_tensors
+        return _KeepScale.apply(grad, seed, *ctx.args), None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, g_t, *_):
+        (seed,) = ctx.saved_tensors
+        return _KeepScale.apply(g_t, seed, *ctx.args)
+
+    @staticmethod
+    def vmap(info, in_dims, g, seed, offset, p, scale, backend):
+        g, seed = batch_first(info, in_dims, g, seed)
+        if info.randomness == "different":
+            return _KeepScale.apply(g, seed, offset, p, scale, backend), 0
+        keep = _keep(seed, list(g.shape[1:]), p, g.device, offset, backend)
+        return torch.where(keep, g * scale, torch.zeros((), dtype=g.dtype, device=g.device)), 0
+
+
+class _AlphaDropout(torch.autograd.Function):
+    """Elementwise alpha dropout; backward and jvp regenerate the mask (only the seed is saved);
+    ``vmap`` numbers a batch as :class:`dropkit.functional.gaussian._GaussianDropout` does."""
+
+    @staticmethod
+    def forward(x, seed, offset, p, backend):
+        a, b = alpha_dropout_affine(p)
+        return _alpha_formula(x, _keep(seed, list(x.shape), p, x.device, offset, backend), a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])  # the mask is regenerated in backward, never stored
+        ctx.args = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seed,) = ctx.saved_tensors
+        offset, p, backend = ctx.args
+        a, _ = alpha_dropout_affine(p)
+        return _KeepScale.apply(grad, seed, offset, p, a, backend), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        (seed,) = ctx.saved_tensors
+        offset, p, backend = ctx.args
+        return _KeepScale.apply(x_t, seed, offset, p, alpha_dropout_affine(p)[0], backend)
+
+    @staticmethod
+    def vmap(info, in_dims, x, seed, offset, p, backend):
+        x, seed = batch_first(info, in_dims, x, seed)
+        if info.randomness == "different":
+            return _AlphaDropout.apply(x, seed, offset, p, backend), 0
+        a, b = alpha_dropout_affine(p)
+        keep = _keep(seed, list(x.shape[1:]), p, x.device, offset, backend)
+        return _alpha_formula(x, keep, a, b), 0
 
 
 def _alpha(
     x: torch.Tensor, p: float, training: bool, inplace: bool, rng: dict, dims
 ) -> torch.Tensor:
-    if not training:
+    if not training or p == 0.0:  # torch returns the input itself here
         return x
+    check_input(x, "alpha_dropout", inplace=inplace)
     seed, offset = resolve_seed(rng["seed"], rng["offset"], rng["generator"])
     a, b = alpha_dropout_affine(p)
     if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
@@ -62,7 +139,9 @@ def _alpha(
         keep = _keep(seed, mask_shape(x.shape, dims), p, x.device, offset, rng["backend"])
         return x.masked_fill_(~keep, ALPHA_PRIME).mul_(a).add_(b)
     backend = resolve(x.device, rng["backend"])
-    return _alpha_op(x, seed, offset, p, list(mask_shape(x.shape, dims)), backend)
+    if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp
+        return _alpha_op(x, seed, offset, p, list(mask_shape(x.shape, dims)), backend)
+    return _AlphaDropout.apply(x, seed, offset, p, backend)
 
 
 def alpha_dropout(
@@ -87,7 +166,7 @@ def alpha_dropout(
     Shape: any; output the same.
     """
     x = input
-    check_input(x, "alpha_dropout", inplace=inplace)
+    check_input(x, "alpha_dropout")
     p = check_p(p, "alpha_dropout")
     return _alpha(
         x,

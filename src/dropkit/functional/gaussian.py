@@ -13,7 +13,7 @@ import torch
 from dropkit.rng.backend import resolve
 
 from ._validation import check_input, check_p
-from .mask import random_words, resolve_seed
+from .mask import batch_first, random_words, resolve_seed
 
 
 def standard_normal(
@@ -93,9 +93,45 @@ _gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup
 
 
 def _noise(seed, shape, p, dtype, device, offset, backend) -> torch.Tensor:
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, dtype=dtype, device=device)
     return gaussian_noise(
         shape, p, dtype=dtype, device=device, seed=seed, offset=offset, backend=backend
     )
+
+
+class _GaussianDropout(torch.autograd.Function):
+    """``x * noise``, linear in ``x``: backward and jvp apply the same regenerated noise to the
+    gradient / tangent (only the 0-d seed is saved). Under ``vmap``, ``randomness="different"``
+    numbers the batched tensor as one (entry ``b`` takes positions ``offset + b * numel + i``),
+    ``"same"`` uses one noise tensor for every entry, ``"error"`` raises."""
+
+    @staticmethod
+    def forward(x, seed, offset, p, backend):
+        return x * _noise(seed, tuple(x.shape), p, x.dtype, x.device, offset, backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, seed, offset, p, backend = inputs
+        ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
+        ctx.args = (offset, p, backend)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seed,) = ctx.saved_tensors
+        return _GaussianDropout.apply(grad, seed, *ctx.args), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        (seed,) = ctx.saved_tensors
+        return _GaussianDropout.apply(x_t, seed, *ctx.args)
+
+    @staticmethod
+    def vmap(info, in_dims, x, seed, offset, p, backend):
+        x, seed = batch_first(info, in_dims, x, seed)
+        if info.randomness == "different":
+            return _GaussianDropout.apply(x, seed, offset, p, backend), 0
+        return x * _noise(seed, tuple(x.shape[1:]), p, x.dtype, x.device, offset, backend), 0
 
 
 def gaussian_dropout(
@@ -117,11 +153,14 @@ def gaussian_dropout(
     Shape: any; output the same.
     """
     x = input
-    check_input(x, "gaussian_dropout", inplace=inplace)
+    check_input(x, "gaussian_dropout")
     p = check_p(p, "gaussian_dropout", allow_one=False)
-    if not training:
+    if not training or p == 0.0:  # no noise: the input itself, as the other variants
         return x
+    check_input(x, "gaussian_dropout", inplace=inplace)
     seed_t, offset = resolve_seed(seed, offset, generator)
     if inplace:
         return x.mul_(_noise(seed_t, tuple(x.shape), p, x.dtype, x.device, offset, backend))
-    return _gaussian_op(x, seed_t, offset, p, resolve(x.device, backend))
+    if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp
+        return _gaussian_op(x, seed_t, offset, p, resolve(x.device, backend))
+    return _GaussianDropout.apply(x, seed_t, offset, p, resolve(x.device, backend))

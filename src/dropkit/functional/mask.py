@@ -158,6 +158,20 @@ _VMAP_ERROR = (
 )
 
 
+def batch_first(info, in_dims, x: torch.Tensor, seed: torch.Tensor):
+    """For an autograd.Function's ``vmap`` rule over ``(x, seed, ...)``: ``x`` with its batch
+    dim first (expanded if ``x`` is shared) and the unbatched seed. A seed drawn under vmap
+    has one value per entry; the first keys them all. ``randomness="error"`` raises as torch's
+    random ops do."""
+    if info.randomness == "error":
+        raise RuntimeError(_VMAP_ERROR)
+    if in_dims[1] is not None:
+        seed = seed.select(in_dims[1], 0)
+    if in_dims[0] is None:
+        return x.unsqueeze(0).expand(info.batch_size, *x.shape), seed
+    return x.movedim(in_dims[0], 0), seed
+
+
 class _ScaledKeep(torch.autograd.Function):
     """The scaled keep mask of ``mask_shape(x.shape, dims)`` under ``torch.func`` transforms.
 
