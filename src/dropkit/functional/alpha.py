@@ -66,6 +66,7 @@ class _KeepScale(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])  # jvp regenerates too
         ctx.args = inputs[2:]
 
     @staticmethod
@@ -99,6 +100,7 @@ class _AlphaDropout(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[1])  # the mask is regenerated in backward, never stored
+        ctx.save_for_forward(inputs[1])
         ctx.args = inputs[2:]
 
     @staticmethod

@@ -114,6 +114,7 @@ class _GaussianDropout(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         _, seed, offset, p, backend = inputs
         ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
+        ctx.save_for_forward(seed)
         ctx.args = (offset, p, backend)
 
     @staticmethod

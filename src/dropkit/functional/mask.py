@@ -151,20 +151,12 @@ def _(seed, offset, shape, p, scale, dtype, device, backend):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-_VMAP_ERROR = (
-    "vmap: called random operation while in randomness error mode. Please either use the "
-    "'same' or 'different' randomness flags on vmap or perform the randomness operation out of "
-    "vmap"
-)
-
-
 def batch_first(info, in_dims, x: torch.Tensor, seed: torch.Tensor):
     """For an autograd.Function's ``vmap`` rule over ``(x, seed, ...)``: ``x`` with its batch
     dim first (expanded if ``x`` is shared) and the unbatched seed. A seed drawn under vmap
-    has one value per entry; the first keys them all. ``randomness="error"`` raises as torch's
-    random ops do."""
-    if info.randomness == "error":
-        raise RuntimeError(_VMAP_ERROR)
+    has one value per entry; the first keys them all. With ``randomness="error"`` the seed was
+    given or drawn outside vmap (drawing it inside raises in torch's ``randint``), so the op is
+    deterministic and treated as ``"same"`` (this is how ``jacrev`` vmaps a backward)."""
     if in_dims[1] is not None:
         seed = seed.select(in_dims[1], 0)
     if in_dims[0] is None:
@@ -178,7 +170,8 @@ class _ScaledKeep(torch.autograd.Function):
     ``x`` (detached) only carries the per-entry shape and the vmap batch. Under ``vmap`` with
     ``randomness="different"`` entry ``b`` takes positions ``offset + b * M + i`` (``M`` the
     mask size: the mask of a ``(B, *mask)`` batch, as :class:`dropkit.rng.function.PhiloxDropout`
-    numbers a vmapped tensor); ``"same"`` gives one mask for every entry; ``"error"`` raises.
+    numbers a vmapped tensor); ``"same"`` (and ``"error"``, see :func:`batch_first`) gives one
+    mask for every entry.
     """
 
     @staticmethod
@@ -192,8 +185,6 @@ class _ScaledKeep(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x, seed, offset, dims, p, scale, backend):
-        if info.randomness == "error":
-            raise RuntimeError(_VMAP_ERROR)
         if in_dims[1] is not None:  # a seed drawn under vmap: one per entry; the first keys all
             seed = seed.select(in_dims[1], 0)
         if in_dims[0] is not None:
