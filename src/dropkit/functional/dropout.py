@@ -12,6 +12,7 @@ import torch
 
 from dropkit.rng.backend import draw_seed, resolve
 from dropkit.rng.function import PhiloxDropout
+from dropkit.rng.kernels import numba_available
 from dropkit.rng.ops import philox_dropout
 
 from ._validation import check_input, check_p
@@ -46,10 +47,12 @@ def elementwise(
         seed_t = draw_seed(generator)
     else:
         seed_t, offset = resolve_seed(seed, offset, generator)
-    be = resolve(x.device, backend)
+    device = x.device
+    be = "numba" if backend is None and device.type == "cpu" and numba_available() else None
+    be = be or resolve(device, backend)
     if torch.compiler.is_compiling():
         return philox_dropout(x, seed_t, offset, p, scale, be)
-    return PhiloxDropout.apply(x, seed_t, offset, p, scale, be)
+    return PhiloxDropout.call(x, seed_t, offset, p, scale, be)
 
 
 def dropout(

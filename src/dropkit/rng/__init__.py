@@ -1,9 +1,9 @@
 """Counter-based random numbers: Philox-4x32-10, dropkit's mask specification and its kernels.
 
 :mod:`dropkit.rng.philox` is the NumPy reference and the written specification; ``cpu`` (numba)
-and ``gpu`` (Triton) implement it bit for bit; ``ops`` wraps them as PyTorch custom operators, ``function`` as an autograd Function with
-forward-AD and vmap rules;
-``backend`` picks one per device and draws seeds from torch's generator.
+and ``gpu`` (Triton) implement it bit for bit; ``ops`` wraps them as PyTorch custom operators and
+``function`` as an autograd Function with forward-AD and vmap rules; ``backend`` picks one per
+device and draws seeds from torch's generator.
 """
 
 from .backend import BACKENDS, draw_seed, resolve

@@ -78,9 +78,10 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     activation checkpointing, which restores that generator, replays the same masks. Keeping the
     seed a tensor lets ``torch.compile`` trace the draw without a graph break.
     """
-    device = generator.device if generator is not None else "cpu"
+    if generator is None:  # the common case, kept short: it runs on every dropout call
+        return torch.randint(0, SEED_BOUND - 1, (), dtype=torch.int64)
     seed = torch.randint(
-        0, SEED_BOUND - 1, (), dtype=torch.int64, generator=generator, device=device
+        0, SEED_BOUND - 1, (), dtype=torch.int64, generator=generator, device=generator.device
     )
     return seed.cpu()
 
