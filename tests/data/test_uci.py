@@ -6,15 +6,13 @@ exists (they are not part of dropkit: their licence is non-commercial) and skip 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from dropkit.data import DATASETS, RemoteFile, fetch, get_dataset, load_uci, uci_splits
 from dropkit.data.cache import sha256_of
+from tests.conftest import DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
     not (SHARED / "uci").is_dir(), reason=f"shared UCI data not found at {SHARED}"
 )

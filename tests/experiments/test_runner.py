@@ -12,8 +12,7 @@ from dropkit.experiments import ResumeError, apply_overrides, get_recipe, run_re
 from dropkit.experiments.recipes.digits_mlp import Settings as DigitsSettings
 from dropkit.experiments.recipes.mnist_mlp import Settings as MnistSettings
 from dropkit.experiments.runs import TrialDir, read_jsonl
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import DATA as SHARED
 
 DIGITS = ["n_train=120", "mc_samples=3", "hidden=32"]
 

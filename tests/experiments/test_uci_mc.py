@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 from dropkit.experiments.uci_mc import PAPER_TABLE1, UCIConfig, run_uci, summarise
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import DATA as SHARED
 
 
 @pytest.mark.skipif(not (SHARED / "uci").is_dir(), reason=f"shared UCI data not found at {SHARED}")

