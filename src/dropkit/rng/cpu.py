@@ -18,9 +18,17 @@ sixteen 32x32 -> 64-bit Philox products at once):
 
 numba promotes ``uint32 * uint32`` to 64 bits, so all 32-bit arithmetic is done in uint64 and
 masked back to 32 bits after every multiply and add.
+
+Each kernel body is compiled twice, as a parallel and a serial twin (the serial one for small
+tensors, for forked children of a process that started numba's GNU-OpenMP pool, and for threads
+that find another parallel kernel running); :mod:`dropkit.rng.threads` picks one per call and
+says why. Both twins release the GIL and are cached on disk (:mod:`dropkit.rng.jitcache` keeps a
+read-only install importable).
 """
 
 from __future__ import annotations
+
+import types
 
 import numpy as np
 
@@ -30,6 +38,10 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
 AVAILABLE = numba is not None
+
+if AVAILABLE:
+    from .jitcache import cached_njit
+    from .threads import SERIAL_MAX, launch
 
 #: Philox calls per block: 4096 elements, a 16 KiB word buffer.
 BLOCK = 1024
@@ -101,13 +113,22 @@ if AVAILABLE:
         hi = min(base + 4 * m, n)
         return lo, hi, lo - base
 
-    @numba.njit(parallel=True, cache=True)
-    def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
-        """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else 0.
+    def _twins(body):
+        """A parallel and a serial dispatcher compiled from one Python body.
 
-        ``x`` and ``out`` are flat float32/float64 arrays (``out`` may be ``x``); ``threshold``
-        is the unsigned keep threshold; p = 1 is handled by the caller.
+        With ``parallel=False`` numba runs ``prange`` as ``range``. The serial twin is a copy
+        of the function under another qualified name because numba names cache files after
+        the qualified name and does not key its index on ``parallel``: two dispatchers of one
+        function would overwrite each other's cached code.
         """
+        serial = types.FunctionType(
+            body.__code__, body.__globals__, body.__name__ + "_serial", body.__defaults__
+        )
+        serial.__qualname__ = body.__qualname__ + "_serial"
+        serial.__doc__ = body.__doc__
+        return cached_njit(parallel=True, nogil=True)(body), cached_njit(nogil=True)(serial)
+
+    def _masked_scale(x, out, seed, offset, stream, threshold, scale):
         n = x.size
         k0, k1, first, calls, blocks = _setup(seed, offset, n)
         thr = np.uint32(threshold)
@@ -120,9 +141,7 @@ if AVAILABLE:
             for k in range(hi - lo):
                 ov[k] = xv[k] * s if wv[k] >= thr else zero
 
-    @numba.njit(parallel=True, cache=True)
-    def words_kernel(out, seed, offset, stream):
-        """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
+    def _words(out, seed, offset, stream):
         n = out.size
         k0, k1, first, calls, blocks = _setup(seed, offset, n)
         for b in numba.prange(blocks):
@@ -130,13 +149,7 @@ if AVAILABLE:
             lo, hi, w = _block(b, first, calls, offset, n, stream, k0, k1, words)
             out[lo:hi] = words[w : w + hi - lo]
 
-    @numba.njit(parallel=True, cache=True)
-    def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, threshold, scale):
-        """``out[i] = residual[i] + keep(i) * (x[i] + bias[i % H]) * scale`` in one pass.
-
-        ``x``, ``residual`` and ``out`` are flat arrays of ``n`` elements, ``bias`` has ``H``
-        (the last dim of x); the keep decision is that of :func:`masked_scale_kernel`.
-        """
+    def _bias_dropout_add(x, bias, residual, out, seed, offset, stream, threshold, scale):
         n = x.size
         h = bias.size
         k0, k1, first, calls, blocks = _setup(seed, offset, n)
@@ -159,3 +172,50 @@ if AVAILABLE:
                     else:
                         ov[k] = rv[k]
                 i = end
+
+    _masked_scale_parallel, _masked_scale_serial = _twins(_masked_scale)
+    _words_parallel, _words_serial = _twins(_words)
+    _bias_dropout_add_parallel, _bias_dropout_add_serial = _twins(_bias_dropout_add)
+
+
+def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
+    """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else 0.
+
+    ``x`` and ``out`` are flat float32/float64 arrays (``out`` may be ``x``); ``threshold``
+    is the unsigned keep threshold; p = 1 is handled by the caller.
+    """
+    if x.size <= SERIAL_MAX:
+        _masked_scale_serial(x, out, seed, offset, stream, threshold, scale)
+    else:
+        launch(
+            _masked_scale_parallel,
+            _masked_scale_serial,
+            x,
+            out,
+            seed,
+            offset,
+            stream,
+            threshold,
+            scale,
+        )
+
+
+def words_kernel(out, seed, offset, stream):
+    """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
+    if out.size <= SERIAL_MAX:
+        _words_serial(out, seed, offset, stream)
+    else:
+        launch(_words_parallel, _words_serial, out, seed, offset, stream)
+
+
+def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, threshold, scale):
+    """``out[i] = residual[i] + keep(i) * (x[i] + bias[i % H]) * scale`` in one pass.
+
+    ``x``, ``residual`` and ``out`` are flat arrays of ``n`` elements, ``bias`` has ``H``
+    (the last dim of x); the keep decision is that of :func:`masked_scale_kernel`.
+    """
+    args = (x, bias, residual, out, seed, offset, stream, threshold, scale)
+    if x.size <= SERIAL_MAX:
+        _bias_dropout_add_serial(*args)
+    else:
+        launch(_bias_dropout_add_parallel, _bias_dropout_add_serial, *args)
