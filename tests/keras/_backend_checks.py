@@ -306,6 +306,8 @@ DATA = Path(
 )
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="trained on the torch backend only, to keep the suite fast")  # fmt: skip
 @pytest.mark.skipif(not (DATA / "mnist" / "train-subset-10k.npz").is_file(),
                     reason=f"MNIST data not found under {DATA} (set DROPKIT_DATA)")  # fmt: skip
 def test_mnist_mlp_script_learns_and_reports_mc_uncertainty():
