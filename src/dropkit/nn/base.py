@@ -16,6 +16,9 @@ the dropkit values are set after it. Modules without a torch twin (DropPath, Loc
 ``Dropout(p=0, inplace=False)``); dropkit's extra arguments appear only when not at their
 defaults.
 
+TorchScript is not supported: ``torch.jit.script`` on a model holding a dropkit module raises a
+``RuntimeError`` that says so (use ``torch.compile``).
+
 Functionals follow torch's signature where torch has the function:
 ``f(input, p=0.5, training=True, inplace=False, *, <dropkit keyword extras>)``.
 """
@@ -44,3 +47,11 @@ class DropoutModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+    def __prepare_scriptable__(self) -> DropoutModule:
+        # torch.jit.script calls this on every submodule before compiling it.
+        raise RuntimeError(
+            f"dropkit.nn.{type(self).__name__} does not support TorchScript (torch.jit.script): "
+            "its masks come from numba/Triton kernels that TorchScript cannot call. Use "
+            "torch.compile instead, or script a copy of the model built with torch's own layers"
+        )

@@ -79,7 +79,9 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     seed a tensor lets ``torch.compile`` trace the draw without a graph break.
     """
     if generator is None:  # the common case, kept short: it runs on every dropout call
-        return torch.randint(0, SEED_BOUND - 1, (), dtype=torch.int64)
+        # device="cpu" explicitly: under a torch.device("meta"/"cuda") context the seed must
+        # still come from torch's CPU generator.
+        return torch.randint(0, SEED_BOUND - 1, (), dtype=torch.int64, device="cpu")
     seed = torch.randint(
         0, SEED_BOUND - 1, (), dtype=torch.int64, generator=generator, device=generator.device
     )

@@ -7,9 +7,12 @@ Philox mask of positions ``offset + i`` (``i`` the logical row-major index). It 
 * backward (reverse mode): ``dx = keep * scale * dy``, the same op on ``dy`` (mask regenerated,
   only the 0-d seed is kept), and twice-differentiable because backward calls ``apply`` again;
 * jvp (forward mode): tangent ``= keep * scale * t``, the same op on ``t``;
-* vmap: ``randomness="different"`` treats the vmapped dim as part of the tensor (entry ``b``
-  takes positions ``offset + b * numel + i``: one mask per entry), ``"same"`` draws one mask of
-  the per-entry shape and broadcasts it, ``"error"`` raises as torch's random ops do.
+* vmap: the op is a pure function of ``(x, seed)``. A seed drawn inside
+  ``vmap(randomness="different")`` is batched, and the batch is then dropped as one tensor
+  (entry ``b`` takes positions ``offset + b * numel + i``: one mask per entry); an unbatched
+  seed (``randomness="same"``, an explicit ``seed=``, or backward replaying the forward's mask,
+  e.g. under ``jacrev``) gives every entry the same mask. ``randomness="error"`` raises at the
+  seed draw, as torch's random ops do.
 
 This is what ``torch.func.grad/vjp/jacrev/jvp/vmap`` need (a ``setup_context`` Function with a
 ``vmap`` rule); a ``torch.library`` custom op has no forward-AD or vmap rule. Under
@@ -26,11 +29,6 @@ from torch import Tensor
 from .ops import dropout_kernel
 
 _SingleLevel = torch.autograd.function._SingleLevelFunction
-_VMAP_ERROR = (
-    "vmap: called random operation while in randomness error mode. Please either use the "
-    "'same' or 'different' randomness flags on vmap or perform the randomness operation out of "
-    "vmap"
-)
 
 
 _functorch_active = torch._C._are_functorch_transforms_active
@@ -48,6 +46,8 @@ class PhiloxDropout(torch.autograd.Function):
         ``setup_context`` Function; with all six arguments given there is nothing to bind, so
         outside torch.func transforms this goes straight to the C++ ``apply``.
         """
+        if x.device.type == "meta":  # shapes only (deferred init): no seed is ever read
+            return torch.empty_like(x)
         if _functorch_active():
             return cls.apply(x, seed, offset, p, scale, backend)
         if not (x.requires_grad and _grad_enabled()) and _fwd_ad._current_level < 0:
@@ -56,6 +56,8 @@ class PhiloxDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
+        if x.device.type == "meta":
+            return torch.empty_like(x)
         return dropout_kernel(x, int(seed), offset, p, scale, backend)
 
     @staticmethod
@@ -77,18 +79,19 @@ class PhiloxDropout(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x, seed, offset, p, scale, backend):
-        if info.randomness == "error":
-            raise RuntimeError(_VMAP_ERROR)
         x_dim, seed_dim = in_dims[0], in_dims[1]
-        if seed_dim is not None:  # a seed drawn under vmap: one per entry; the first keys all
-            seed = seed.select(seed_dim, 0)
         if x_dim is None:  # the input is shared: every entry sees it
             x = x.unsqueeze(0).expand(info.batch_size, *x.shape)
             x_dim = 0
         x = x.movedim(x_dim, 0)
-        if info.randomness == "different":
+        if seed_dim is not None:
+            # A seed drawn inside vmap(randomness="different"): one per entry. The batch is
+            # dropped as one tensor keyed by the first, so entry b takes positions
+            # offset + b * numel + i: a different mask per entry.
+            seed = seed.select(seed_dim, 0)
             return PhiloxDropout.apply(x, seed, offset, p, scale, backend), 0
-        # "same": one mask of the per-entry shape, broadcast over the batch.
+        # One seed for the batch (randomness="same", an explicit seed, or a backward replaying
+        # the forward's mask): the op is deterministic, so every entry gets the same mask.
         keep = PhiloxDropout.apply(torch.ones_like(x[0]), seed, offset, p, 1.0, backend) != 0
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return torch.where(keep, x * scale, zero), 0
