@@ -19,7 +19,7 @@ from dropkit.mc import budget, prefix
 from .models import Branchy, cnn, mlp
 
 # the module, not the function that dropkit.mc exports under its name
-predict_module = importlib.import_module("dropkit.mc.predict")
+predict_module = importlib.import_module("dropkit.mc.chunking")
 
 HUGE = 2**50  # bytes: every copy in one forward
 
@@ -79,7 +79,7 @@ def test_a_small_budget_chunks_without_changing_consistent_samples(make, strateg
     chunked = mc.predict(model, x, t, memory_budget=5 * cost + cost // 2, **kwargs)
     hook.remove()
     assert log.chunks() == [(5, cost)]  # the cost is kept from the first call: no probe
-    assert rows == [25, 25, 10]  # 5 + 5 + 2 copies of the 5 rows
+    assert rows == [5, 5, 25, 25, 10]  # two probes of MC mode, then 5 + 5 + 2 copies
     assert whole.strategy == chunked.strategy == strategy
     torch.testing.assert_close(chunked.samples, whole.samples, atol=1e-6, rtol=1e-6)
     loop = mc.predict(model, x, t, **{**kwargs, "strategy": "loop"})
@@ -188,7 +188,9 @@ def test_a_loader_traces_once(traces):
 def test_an_untraceable_model_is_not_traced_again(traces):
     model = Branchy()
     for _ in range(3):
-        assert mc.predict(model, torch.randn(3, 4), 4, task="regression").strategy == "batched"
+        assert mc.predict(model, torch.randn(3, 4), 4, task="regression").strategy.startswith(
+            "batched (prefix unavailable: torch.fx"
+        )
     assert len(traces) == 1
 
 
@@ -219,7 +221,7 @@ def test_rate_changes_follow_the_live_modules_or_retrace(traces):
     before = mc.predict(model, x, **kwargs).samples
     model[2].p = 0.5  # 0 -> 0.5 on a dropkit module: the plan calls the live module
     after = mc.predict(model, x, **kwargs).samples
-    assert len(traces) == 1
+    assert len(traces) == 2  # module 2 now samples: it leaves the prefix, a new plan
     assert not torch.equal(before, after)
     assert torch.equal(after, _uncached(model, x, **kwargs))
 

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import dropkit
 from dropkit import mc
 from dropkit import nn as dkn
 from dropkit.rng import random_words
@@ -128,7 +127,7 @@ def test_a_forward_patched_on_the_instance_is_not_traced():
     model.forward = lambda x: torch.cat([model[1](model[0](x)), x], 1)
     out = mc.predict(model, torch.ones(2, 4), 3, task="regression", consistent=True)
     assert out.samples.shape == (3, 2, 8)
-    assert out.strategy == "batched"
+    assert out.strategy == "batched (prefix unavailable: forward is replaced on the instance)"
 
 
 def test_dataloader_equals_the_concatenated_tensor():
@@ -136,7 +135,7 @@ def test_dataloader_equals_the_concatenated_tensor():
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     loader = DataLoader(TensorDataset(x, y), batch_size=3)
     whole = mc.predict(model, x, 6, consistent=True, seed=4, targets=y)
-    batched = mc.predict(model, loader, 6, consistent=True, seed=4)
+    batched = mc.predict(model, loader, 6, consistent=True, seed=4, target=1)
     torch.testing.assert_close(batched.samples, whole.samples, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(batched.log_likelihood, whole.log_likelihood)
     only_x = DataLoader(TensorDataset(x), batch_size=5)
@@ -154,15 +153,31 @@ def test_sample_seed_is_the_documented_derivation():
     assert all(0 <= s < 2**63 for s in seeds)
 
 
-def test_torch_dropout_needs_convert_first():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match=r"dropkit\.convert"):
-        mc.predict(model, torch.randn(3, 4), 4, consistent=True)
-    converted, _ = dropkit.convert(model)
-    out = mc.predict(converted, torch.randn(3, 4), 4, consistent=True)
-    assert out.samples.shape == (4, 3, 2)
+def test_torch_and_functional_dropout_are_consistent_without_convert():
+    for model, x in [
+        (nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2)), torch.randn(3, 4)),
+        (FunctionalNet(), torch.randn(3, 4)),
+    ]:
+        runs = [
+            mc.predict(model, x, 5, consistent=True, seed=2, strategy=s, task="regression")
+            for s in ("loop", "batched", "prefix")
+        ]
+        for run in runs[1:]:
+            torch.testing.assert_close(run.samples, runs[0].samples, atol=1e-6, rtol=1e-6)
+        assert not torch.equal(runs[0].samples[0], runs[0].samples[1])
 
 
-def test_functional_dropout_cannot_be_consistent():
-    with pytest.raises(ValueError, match="functional=False"):
-        mc.predict(FunctionalNet(), torch.randn(3, 4), 4, consistent=True)
+def test_noise_that_is_not_a_mask_cannot_be_consistent():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return h + torch.randn_like(h) * 0.1 if self.training else h
+
+    model = nn.Sequential(nn.Linear(4, 4), Noisy())
+    with pytest.raises(ValueError, match=r"randn.*module '1' \(Noisy\)"):
+        mc.predict(model, torch.randn(3, 4), 4, consistent=True, task="regression")
+    assert mc.predict(model, torch.randn(3, 4), 4, task="regression").variance.min() > 0

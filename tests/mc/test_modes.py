@@ -112,8 +112,8 @@ def test_functional_dropout_is_sampled_with_bn_in_eval():
     seen = []
     model.attn.norm.register_forward_hook(lambda m, i, o: seen.append(m.training))
     x = torch.randn(6, 4)
-    for functional in ("auto", True):
-        result = mc.predict(model, x, 8, functional=functional, seed=0, task="regression")
+    for strategy in ("loop", "batched"):
+        result = mc.predict(model, x, 8, strategy=strategy, seed=0, task="regression")
         assert result.variance.min() > 0  # every output varies across samples
         assert not torch.equal(result.samples[0], result.samples[1])
     assert seen
@@ -121,12 +121,6 @@ def test_functional_dropout_is_sampled_with_bn_in_eval():
     assert_same_state(before, model)
     assert model.training
     assert model.attn.norm.training
-
-
-def test_functional_false_ignores_function_calls():
-    model = FunctionalNet()
-    with pytest.raises(ValueError, match="no dropout module"):
-        mc.predict(model, torch.randn(2, 4), 4, functional=False)
 
 
 def test_auto_detection_lists_the_calling_modules_only():

@@ -82,12 +82,12 @@ def test_prefix_runs_the_deterministic_part_once_per_batch():
     loader = DataLoader(TensorDataset(torch.randn(10, 4)), batch_size=4)
     result = mc.predict(model, loader, 10, strategy="prefix", chunk_size=3)
     assert result.strategy == "prefix"
-    assert [c for c in calls if c > 0] == [4, 4, 2]  # once per batch, never T times
-    suffix = [-c for c in calls if c < 0]  # chunks of 3 + 3 + 3 + 1 copies of each batch
+    assert [c for c in calls if c > 0] == [4, 4, 4, 4, 2]  # two probes, then once a batch
+    suffix = [-c for c in calls if c < 0][2:]  # chunks of 3 + 3 + 3 + 1 copies per batch
     assert suffix == [12, 12, 12, 4] * 2 + [6, 6, 6, 2]
     calls.clear()
     mc.predict(model, torch.randn(4, 4), 10, strategy="batched", chunk_size=5)
-    assert [c for c in calls if c > 0] == [20, 20]
+    assert [c for c in calls if c > 0] == [4, 4, 20, 20]
 
 
 def test_predict_leaves_batchnorm_and_flags_alone():
@@ -110,7 +110,8 @@ def test_predict_leaves_batchnorm_and_flags_alone():
 def test_auto_and_prefix_fall_back_to_batched(model, expected):
     x = torch.randn(3, 4)
     for strategy in ("auto", "prefix"):
-        assert mc.predict(model, x, 4, strategy=strategy, task="regression").strategy == expected
+        got = mc.predict(model, x, 4, strategy=strategy, task="regression").strategy
+        assert got.split(" (")[0] == expected
 
 
 def test_a_dropout_without_batch_dim_forces_the_loop():
@@ -163,9 +164,9 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_models_with_nothing_to_sample():
-    with pytest.raises(ValueError, match=r"no dropout module.*dropkit\.convert"):
+    with pytest.raises(ValueError, match=r"no stochastic op runs.*dropout modules: none"):
         mc.predict(nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2)), torch.randn(2, 4), 3)
-    with pytest.raises(ValueError, match=r"rate p = 0.*rate > 0"):
+    with pytest.raises(ValueError, match=r"no stochastic op.*2 \(p=0\.0\).*rate > 0"):
         mc.predict(mlp(p=0.0).apply(_zero_rates), torch.randn(2, 4), 3)
 
 
@@ -181,15 +182,19 @@ def test_bad_outputs_and_batches():
             self.drop = dkn.Dropout(0.5)
 
         def forward(self, x):
-            return self.drop(x), x
+            return {"out": self.drop(x), "note": "text"}
 
     pair = Pair()
-    with pytest.raises(TypeError, match="returns a tensor"):
+    with pytest.raises(ValueError, match=r"without 'logits'.*output="):
         mc.predict(pair, torch.randn(2, 4), 3, strategy="loop", consistent=True)
     assert "forward" not in vars(pair.drop)  # the per-predict wrapper is gone after an error
     assert pair.drop.training
+    with pytest.raises(TypeError, match="tensor output"):
+        mc.predict(pair, torch.randn(2, 4), 3, output="note")
+    out = mc.predict(pair, torch.randn(2, 4), 3, output="out", task="regression")
+    assert out.samples.shape == (3, 2, 4)
     triples = [(torch.randn(2, 4), torch.zeros(2), torch.zeros(2))]
-    with pytest.raises(TypeError, match=r"\(x, y\)"):
+    with pytest.raises(ValueError, match=r"ambiguous.*target=-1"):
         mc.predict(mlp(), triples, 3)
     with pytest.raises(ValueError, match="empty"):
         mc.predict(mlp(), [], 3)

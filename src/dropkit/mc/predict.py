@@ -7,20 +7,25 @@ import functools
 import logging
 import math
 import numbers
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from dropkit.rng.backend import SEED_BOUND
 
-from .budget import copies_for, default_budget, probe_bytes
-from .modes import drop_rate, is_dropkit_dropout, mc_mode
-from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for, replicate
-from .result import TASKS, MCResult, summarize
+from .chunking import Chunking
+from .intercept import consistent_ops
+from .io import UNSET, Batch, as_batch, pick_output, split_batch
+from .modes import drop_rate, is_dropkit_dropout
+from .plan import plan_sampling
+from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for
+from .probe import no_fast_path
+from .result import TASKS, MCResult, combine
 from .sampling import MAX_SAMPLES, Sampler, consistent_supported, splittable, unsupported_message
+from .summary import Accumulator
 
+__all__ = ["STRATEGIES", "predict"]
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "loop", "batched", "prefix")
@@ -52,27 +57,6 @@ def _check_args(samples, task, strategy, seed, chunk_size, memory_budget, tau) -
         raise ValueError(f"tau must be None or a finite number > 0 (the precision), got {tau!r}")
 
 
-def _batches(x, targets) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    if isinstance(x, torch.Tensor):
-        yield x, targets
-        return
-    if targets is not None:
-        raise ValueError(
-            "targets must be None when x is a DataLoader; yield (x, y) batches instead"
-        )
-    for batch in x:
-        if isinstance(batch, torch.Tensor):
-            batch = (batch,)
-        if not (isinstance(batch, tuple | list) and len(batch) in (1, 2)) or not isinstance(
-            batch[0], torch.Tensor
-        ):
-            raise TypeError(
-                "a DataLoader for dropkit.mc.predict must yield tensor batches x, (x,) or (x, y); "
-                f"got {type(batch).__name__}: {batch!r:.80}"
-            )
-        yield batch[0], (batch[1] if len(batch) == 2 else None)
-
-
 def _progress(batches: Iterable, enabled: bool, total: int | None) -> Iterable:
     if not enabled:
         return batches
@@ -89,133 +73,32 @@ def _device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def _check_output(out: object, rows: int) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"dropkit.mc.predict needs a model that returns a tensor, got {type(out).__name__}"
-        )
-    if out.dim() == 0 or out.shape[0] != rows:
-        raise ValueError(
-            f"the model output {tuple(out.shape)} does not keep the batch of {rows} rows in dim 0; "
-            "batched and prefix strategies need it (use strategy='loop')"
-        )
-    return out
-
-
 def _chunks(samples: int, size: int) -> list[range]:
     return [range(t, min(t + size, samples)) for t in range(0, samples, size)]
 
 
-# model -> (its signature and device, {(strategy, input shape without N, dtype, rates, consistent):
-# (bytes of one copy, its rows)}). A probe costs a forward of one copy, about as much as a whole
-# predict of a small batch, so repeated calls reuse the costs; weak keys: a collected model leaves
-# no entry.
-_COSTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
-_MAX_COSTS = 32  # input shapes kept per model (variable-length inputs would grow it forever)
-
-
-class _Chunking:
-    """Copies of the batch per forward: ``chunk_size``, or the most that fit ``memory_budget``.
-
-    The cost of one copy is probed (:func:`dropkit.mc.budget.probe_bytes`) once per strategy,
-    input shape without the batch dim, dtype, dropout rates and ``consistent``, and kept across
-    calls while the model's modules, tensors and sampled modules stay the same. It is scaled to
-    the rows of each batch, but a smaller batch (a DataLoader's last) keeps the probed cost:
-    what one copy allocates whatever its rows (a DropConnect weight mask) does not shrink.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        samples: int,
-        chunk_size: int | None,
-        memory_budget: int | None,
-        device: torch.device | None,
-        *,
-        sampled: Sequence[nn.Module],
-        consistent: bool,
-        signature: Callable[[], tuple],
-    ) -> None:
-        self.model = model
-        self.samples = samples
-        self.chunk_size = chunk_size
-        self.budget = memory_budget
-        self.device = device if device is not None else torch.device("cpu")
-        self._sampled = sampled
-        self._consistent = consistent
-        self._signature = signature  # a call: only worked out if a cost is needed
-        self._costs: dict | None = None
-        self._variant: tuple = ()
-
-    def costs(self) -> dict:
-        """The model's cached costs, emptied first if the model has changed as for the prefix
-        plan (:func:`dropkit.mc.prefix.model_signature`) or moved."""
-        if self._costs is None:
-            depends = (self._signature(), self.device)
-            entry = _COSTS.get(self.model)
-            if entry is None or entry[0] != depends:
-                entry = _COSTS[self.model] = (depends, {})
-            self._costs = entry[1]
-            # a rate of 0 may skip the mask, and consistent forwards draw their own masks
-            self._variant = (tuple(drop_rate(m) for m in self._sampled), self._consistent)
-        return self._costs
-
-    def size(self, x: torch.Tensor, strategy: str, forward: Callable, root, sampler) -> int:
-        """Copies per forward for batch ``x``; ``forward(k)`` runs ``k`` copies and ``root`` is
-        the module it calls."""
-        if self.chunk_size is not None:
-            return min(self.chunk_size, self.samples)
-        if self.samples == 1:
-            return 1
-        costs = self.costs()
-        key = (strategy, tuple(x.shape[1:]), x.dtype, *self._variant)
-        if key not in costs:
-            if len(costs) >= _MAX_COSTS:
-                costs.clear()
-            costs[key] = (self._probe(forward, root, sampler), x.shape[0])
-        if self.budget is None:  # read once: the free CUDA memory moves as chunks run
-            self.budget = default_budget(self.device)
-        cost, rows = costs[key]
-        size = copies_for(cost * max(1.0, x.shape[0] / max(rows, 1)), self.samples, self.budget)
-        logger.debug(
-            "dropkit.mc: chunk_size=%d (%s, %d bytes per copy of %d rows, budget %d bytes)",
-            size, strategy, cost, rows, self.budget,
-        )  # fmt: skip
-        return size
-
-    def _probe(self, forward: Callable, root: nn.Module, sampler) -> int:
-        """One copy's bytes. Its output is dropped rather than kept as sample 0: batched and
-        prefix would then differ from the unchunked run in rounding (another matmul shape) and,
-        without consistent masks, in which draws each sample gets. Its draws come from a forked
-        generator for the same reason: the samples do not depend on whether it ran."""
-        sampler.begin([0])
-        device = self.device
-        accelerated = [device] if device.type != "cpu" else []
-        with torch.random.fork_rng(devices=accelerated, device_type=device.type):
-            return probe_bytes(lambda: forward(1), [root, *self.model.modules()], device)
-
-
-def _run(model, x, samples, chunking, strategy, plan: PrefixPlan | None, sampler) -> torch.Tensor:
-    n = x.shape[0]
+def _run(model, batch: Batch, samples, chunking, strategy, plan, sampler, pick, sink) -> None:
+    """Run the model on ``batch``; each ``(k, N, ...)`` chunk of samples goes to ``sink``."""
+    n = batch.n
     if strategy == "loop":
-        outs = []
         for t in range(samples):
             sampler.begin([t])
-            outs.append(_check_output(model(x.clone()), n))  # clone: in-place layers on x
-        return torch.stack(outs)
+            sink(pick(batch.clone()(model), n)[None])  # clone: in-place layers on x
+        return
+    x = batch.single
     values = plan.run_prefix(x) if strategy == "prefix" else None
 
     def forward(k: int):
-        return plan.run_suffix(values, k) if strategy == "prefix" else model(replicate(x, k))
+        if strategy == "prefix":
+            return plan.run_suffix(values, k)
+        return batch.replicate(k)(model)
 
     root = plan.suffix if strategy == "prefix" else model
-    outs = []
-    for ts in _chunks(samples, chunking.size(x, strategy, forward, root, sampler)):
+    for ts in _chunks(samples, chunking.size(batch, strategy, forward, root, sampler)):
         k = len(ts)
         sampler.begin(ts)
-        out = forward(k)
-        outs.append(_check_output(out, k * n).reshape(k, n, *out.shape[1:]))
-    return torch.cat(outs)
+        out = pick(forward(k), k * n)
+        sink(out.reshape(k, n, *out.shape[1:]))
 
 
 def predict(
@@ -232,7 +115,10 @@ def predict(
     tau: float | None = None,
     targets: torch.Tensor | None = None,
     progress: bool = False,
-    functional: bool | str = "auto",
+    class_dim: int | None = None,
+    output: str | int | Callable | None = None,
+    target: int | str | None = UNSET,  # type: ignore[assignment]
+    keep_samples: bool = True,
 ) -> MCResult:
     r"""Monte Carlo dropout (Gal & Ghahramani 2016): ``samples`` stochastic passes, summarised.
 
@@ -314,79 +200,212 @@ def predict(
     samples = int(samples)
     if consistent and samples > MAX_SAMPLES:
         raise ValueError(f"samples must be <= 2^20 with consistent=True, got {samples}")
+    if task == "regression" and targets is not None and tau is None:
+        raise ValueError("regression log-likelihood needs tau (the model precision)")
     device = _device(model)
-    total = len(x) if not isinstance(x, torch.Tensor) and hasattr(x, "__len__") else None
-    outs, ys, used = [], [], []
-    with mc_mode(model, functional=functional) as handle:
-        names, strategy = _plan_modules(model, handle, consistent, strategy)
-        sampled_names = handle.dropout + handle.functional
-        sampled = [model.get_submodule(n) for n in sampled_names]
-        # computed at most once, shared by the plan and the chunk caches
-        signature = functools.cache(lambda: model_signature(model, sampled_names))
-        base = 0 if seed is None or not consistent else int(seed)
-        sampler = Sampler(model, names, consistent=consistent, seed=base)
-        chunking = _Chunking(
-            model, samples, chunk_size, memory_budget, device,
-            sampled=sampled, consistent=consistent, signature=signature,
-        )  # fmt: skip
-        plan: PrefixPlan | None = None
-        try:
-            with _seeded(None if consistent else seed, device), sampler, torch.no_grad():
-                for xb, yb in _progress(_batches(x, targets), progress, total):
-                    xb = xb if device is None else xb.to(device)
-                    run = strategy
-                    if run == "prefix" and not outs:  # plan once, on the first batch
-                        try:
-                            plan = plan_for(
-                                model, sampled_names, sampled, xb, signature=signature()
-                            )
-                        except NoPrefixError as why:
-                            logger.debug("dropkit.mc: prefix unavailable, using batched: %s", why)
-                    if run == "prefix" and plan is None:
-                        run = "batched"
-                    try:
-                        out = _run(model, xb, samples, chunking, run, plan, sampler)
-                    except NoPrefixError as why:
-                        logger.debug("dropkit.mc: prefix failed on a batch, using batched: %s", why)
-                        run = "batched"
-                        out = _run(model, xb, samples, chunking, run, plan, sampler)
-                    outs.append(out)
-                    ys.append(yb)
-                    used += [run] if run not in used else []
-        finally:
-            if plan is not None:  # the cached plan must not hold this call's first batch
-                plan.first = None
-    if not outs:
+    single = isinstance(x, torch.Tensor | tuple | Mapping)
+    total = None if single or not hasattr(x, "__len__") else len(x)
+    batches = _batches(x, targets, target)
+    pick = _Picker(output)
+    parts, ys, used, reason = [], [], [], ""
+    flags = [(m, m.training) for m in model.modules()]
+    plan: PrefixPlan | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_seeded(None if consistent else seed, device))
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(no_fast_path())
+            session = None
+            for batch, yb in _progress(batches, progress, total):
+                batch = batch.to(device)
+                if session is None:  # plan once, on the first batch
+                    session = _Session(model, batch, strategy, consistent, seed, stack)
+                    chunking = Chunking(
+                        model, samples, chunk_size, memory_budget, device,
+                        sampled=session.sampled, consistent=consistent,
+                        signature=session.signature,
+                    )  # fmt: skip
+                    if session.strategy == "prefix":
+                        plan, reason = session.prefix_plan(batch)
+                run = session.strategy
+                session.sampler.rows = batch.n
+                if run == "prefix" and (plan is None or batch.single is None):
+                    run = "batched"
+                if yb is not None:
+                    yb = yb.to(device) if device is not None else yb
+                sink = _Sink(task, class_dim, keep_samples, tau, yb, pick)
+                args = (model, batch, samples, chunking)
+                try:
+                    _run(*args, run, plan, session.sampler, pick, sink)
+                except NoPrefixError as why:
+                    reason = f"prefix failed on a batch: {why}"
+                    logger.info("dropkit.mc: %s; using batched", reason)
+                    run = "batched"
+                    _run(*args, run, plan, session.sampler, pick, sink)
+                parts.append(sink.acc)
+                ys.append(yb)
+                used += [run] if run not in used else []
+    finally:
+        if plan is not None:  # the cached plan must not hold this call's first batch
+            plan.first = None
+        for module, flag in flags:
+            module.training = flag
+    if not parts:
         raise ValueError("x is an empty DataLoader: no batch to predict")
-    y = _targets(ys, outs[0].device)
-    if y is not None and targets is None and task == "regression" and tau is None:
+    y = _targets(ys, parts[0].mean.device)
+    if y is not None and task == "regression" and tau is None:
         y = None  # (x, y) batches without tau: no likelihood
-    return summarize(torch.cat(outs, 1), task, "+".join(used), tau=tau, targets=y)
+    name = "+".join(used) + (f" ({reason})" if reason and "prefix" not in used else "")
+    return combine(parts, task, name, tau=tau, targets=y, sampled=session.plan.sampled)
 
 
-def _plan_modules(model: nn.Module, handle, consistent: bool, strategy: str) -> tuple:
-    """The dropout modules to wrap, and the strategy ``"auto"`` resolves to."""
-    names = list(handle.dropout)
-    if consistent:
-        if handle.functional:
+_CONTROLLED = ("aten.bernoulli_.float", "aten.native_dropout.default")
+
+
+def _check_consistent(model: nn.Module, calls) -> None:
+    """Every sampled call must be one that consistent masks control, else raise naming it."""
+    for call in calls:
+        module = model.get_submodule(call.module)
+        if is_dropkit_dropout(module):
+            if not consistent_supported(module) and drop_rate(module) != 0.0:
+                raise ValueError(unsupported_message(module, call.module))
+        elif not (call.op in _CONTROLLED or call.op.startswith("module:")
+                  or "scaled_dot_product" in call.op):  # fmt: skip
             raise ValueError(
-                "consistent=True cannot control dropout called inside forward of "
-                f"{list(handle.functional)}; use dropkit.nn modules there, or functional=False"
+                f"consistent=True cannot control {call.op} issued by module "
+                f"{call.module or '<root>'!r} ({type(module).__name__}): only dropout-style "
+                "Bernoulli masks can be shared across inputs; use consistent=False"
             )
-        for name in names:
-            m = model.get_submodule(name)
-            if not consistent_supported(m) and drop_rate(m) != 0.0:
-                raise ValueError(unsupported_message(m, name))
-        names = [n for n in names if is_dropkit_dropout(model.get_submodule(n))]
-    fixed = [n for n in names if not splittable(model.get_submodule(n))]
-    if fixed and strategy in ("batched", "prefix"):
+
+
+class _Session:
+    """The MC plan of one ``predict`` call, made on its first batch: the probe
+    (:func:`dropkit.mc.plan.plan_sampling`), the flags, the strategy, the samplers."""
+
+    def __init__(self, model, batch: Batch, strategy, consistent, seed, stack) -> None:
+        self.model = model
+        self.plan = plan_sampling(model, lambda: batch.clone()(model))
+        model.eval()
+        for name in self.plan.train:
+            model.get_submodule(name).training = True
+        logger.debug("dropkit.mc: sampling %s", self.plan.sampled)
+        names = [n for n in self.plan.train if is_dropkit_dropout(model.get_submodule(n))]
+        if consistent:
+            _check_consistent(model, self.plan.calls)
+        fixed = [n for n in names if not splittable(model.get_submodule(n))]
+        if fixed and strategy in ("batched", "prefix"):
+            raise ValueError(
+                f"strategy={strategy!r} cannot replicate the batch for {fixed}: their input has "
+                "no batch dim; use strategy='loop' or 'auto'"
+            )
+        self.strategy = ("loop" if fixed else "prefix") if strategy == "auto" else strategy
+        self.sampled = [model.get_submodule(n) for n in self.plan.train]
+        self.stochastic = sorted(self.plan.stochastic)
+        self.signature = functools.cache(lambda: model_signature(model, self.stochastic))
+        base = 0 if seed is None or not consistent else int(seed)
+        self.sampler = stack.enter_context(Sampler(model, names, consistent=consistent, seed=base))
+        if consistent:
+            stack.enter_context(consistent_ops(model, self.sampler, batch.n))
+
+    def prefix_plan(self, batch: Batch) -> tuple[PrefixPlan | None, str]:
+        """The prefix plan, or None and why there is none (logged at INFO)."""
+        x = batch.single
+        try:
+            if x is None:
+                raise NoPrefixError("the model is called with several inputs or keywords")
+            stochastic = [self.model.get_submodule(n) for n in self.stochastic]
+            plan = plan_for(
+                self.model, self.stochastic, self.sampled, x, signature=self.signature(),
+                stochastic=stochastic,
+            )  # fmt: skip
+        except NoPrefixError as why:
+            logger.info("dropkit.mc: prefix unavailable (%s); using batched", why)
+            return None, f"prefix unavailable: {why}"
+        return plan, ""
+
+
+class _Sink:
+    """Feeds one batch's chunks of samples to an :class:`Accumulator`, made on the first chunk
+    (the class dim is known once an output has been seen)."""
+
+    def __init__(self, task, class_dim, keep, tau, targets, picker) -> None:
+        self.args = (task, class_dim, keep, tau, targets)
+        self.picker = picker
+        self.acc: Accumulator | None = None
+
+    def __call__(self, chunk: torch.Tensor) -> None:
+        if self.acc is None:
+            task, class_dim, keep, tau, targets = self.args
+            dim = (
+                _class_dim(class_dim, chunk.dim() - 1, self.picker.hf)
+                if task != "regression"
+                else 0
+            )
+            if task == "regression" and targets is not None:
+                _check_shape(targets, chunk.shape[1:])
+            self.acc = Accumulator(task, dim, keep, tau, targets if task == "regression" else None)
+        self.acc.add(chunk)
+
+
+def _check_shape(targets: torch.Tensor, shape) -> None:
+    if tuple(targets.shape) != tuple(shape):
         raise ValueError(
-            f"strategy={strategy!r} cannot replicate the batch for {fixed}: their input has no "
-            "batch dim; use strategy='loop' or 'auto'"
+            f"targets must have shape {tuple(shape)} (the model output without T), "
+            f"got {tuple(targets.shape)}"
         )
-    if strategy == "auto":
-        strategy = "loop" if fixed else "prefix"
-    return names, strategy
+
+
+def _class_dim(class_dim: int | None, ndim: int, hf: bool) -> int:
+    """The class dim of a model output with ``ndim`` dims (batch first)."""
+    if class_dim is None:
+        if hf:
+            return ndim - 1  # Hugging Face logits: classes (vocabulary) last
+        if ndim == 2:
+            return 1
+        raise ValueError(
+            f"the model output has {ndim} dims (N, ...): pass class_dim= (the dim of the "
+            "classes, e.g. class_dim=-1 for (N, L, V) token logits, 1 for (N, C, H, W) "
+            "segmentation) or task='regression'"
+        )
+    if not isinstance(class_dim, int) or isinstance(class_dim, bool) or ndim < 2:
+        raise ValueError(f"class_dim must be an int in [1, {ndim}) or -1..-{ndim - 1}")
+    dim = class_dim % ndim if -ndim <= class_dim < ndim else -1
+    if dim < 1:
+        raise ValueError(
+            f"class_dim must name a dim of the output other than the batch dim 0: an int in "
+            f"[1, {ndim}) or [-{ndim - 1}, -1], got {class_dim!r}"
+        )
+    return dim
+
+
+class _Picker:
+    """The tensor to summarise from each output; remembers whether it was HF ``logits``."""
+
+    def __init__(self, output) -> None:
+        self.output = output
+        self.hf = False
+
+    def __call__(self, out: object, rows: int) -> torch.Tensor:
+        out, self.hf = pick_output(out, self.output)
+        if out.dim() == 0 or out.shape[0] != rows:
+            raise ValueError(
+                f"the model output {tuple(out.shape)} does not keep the batch of {rows} rows in "
+                "dim 0; batched and prefix strategies need it (use strategy='loop')"
+            )
+        return out
+
+
+def _batches(x, targets, target) -> Iterator[tuple[Batch, torch.Tensor | None]]:
+    if isinstance(x, torch.Tensor | tuple | Mapping):
+        yield as_batch(x), targets
+        return
+    if targets is not None:
+        raise ValueError(
+            "targets must be None when x is a DataLoader; pass target= (where the batches hold "
+            "the targets) instead"
+        )
+    for batch in x:
+        yield split_batch(batch, target)
 
 
 @contextlib.contextmanager

@@ -129,10 +129,19 @@ def _probe(gm: fx.GraphModule, nodes: list[fx.Node], x: torch.Tensor, keep: set)
     return meta, kept
 
 
-def build_plan(model: nn.Module, sampled: Sequence[nn.Module], x: torch.Tensor) -> PrefixPlan:
+def build_plan(
+    model: nn.Module,
+    sampled: Sequence[nn.Module],
+    x: torch.Tensor,
+    random_modules: Sequence[nn.Module] = (),
+) -> PrefixPlan:
     """Trace ``model``, split it, and check the split on the batch ``x``; raises
-    :class:`NoPrefixError` with the reason when the model cannot be split."""
+    :class:`NoPrefixError` with the reason when the model cannot be split. ``random_modules``:
+    modules whose forward runs a stochastic op in MC mode (found by
+    :mod:`dropkit.mc.probe`, e.g. an ``nn.TransformerEncoder`` that fx keeps as one leaf);
+    a call of one of them is never cached."""
     leaves = {id(m) for m in sampled}
+    random_ids = leaves | {id(m) for m in random_modules}
     if id(model) in leaves:
         raise NoPrefixError("the root module itself is sampled")
     if "forward" in vars(model):  # fx would trace type(model).forward instead
@@ -150,7 +159,7 @@ def build_plan(model: nn.Module, sampled: Sequence[nn.Module], x: torch.Tensor) 
     depends: set[fx.Node] = {placeholders[0]}  # on the input
     for node in nodes:
         inputs = node.all_input_nodes
-        if _is_random(node, gm, leaves) or any(a in stochastic for a in inputs):
+        if _is_random(node, gm, random_ids) or any(a in stochastic for a in inputs):
             stochastic.add(node)
         if any(a in depends for a in inputs):
             depends.add(node)
@@ -240,6 +249,7 @@ def plan_for(
     x: torch.Tensor,
     *,
     signature: tuple | None = None,
+    stochastic: Sequence[nn.Module] = (),
 ) -> PrefixPlan:
     """The cached :func:`build_plan` of ``model`` for the modules ``sampled`` (named
     ``sampled_names``) and inputs like ``x``; built and stored on a miss. Raises
@@ -258,7 +268,7 @@ def plan_for(
             raise NoPrefixError(entry[1])
         return entry[1]
     try:
-        plan = build_plan(model, sampled, x)
+        plan = build_plan(model, sampled, x, stochastic)
     except NoPrefixError as why:
         # the message only: the exception's traceback holds frames that refer to the model
         _PLANS[model] = (key, str(why))

@@ -8,10 +8,11 @@ the mutual information (BALD). Entropies are in nats and use ``torch.special.ent
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
+
+from .summary import Accumulator
 
 TASKS = ("classification", "regression")
 
@@ -44,7 +45,7 @@ class MCResult:
         strategy: the strategy that ran (``"prefix"``, ``"batched"`` or ``"loop"``).
     """
 
-    samples: torch.Tensor
+    samples: torch.Tensor | None
     mean: torch.Tensor
     variance: torch.Tensor
     task: str
@@ -54,15 +55,14 @@ class MCResult:
     mutual_information: torch.Tensor | None = None
     variation_ratio: torch.Tensor | None = None
     log_likelihood: torch.Tensor | None = None
+    sampled: tuple[tuple[str, str], ...] = ()
+    class_dim: int | None = None
+    count: int = 0
 
     @property
     def num_samples(self) -> int:
         """T."""
-        return self.samples.shape[0]
-
-
-def _float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        return self.samples.shape[0] if self.samples is not None else self.count
 
 
 def _check_targets(targets: torch.Tensor, shape: tuple, what: str) -> None:
@@ -79,13 +79,39 @@ def summarize(
     *,
     tau: float | None = None,
     targets: torch.Tensor | None = None,
+    class_dim: int = 1,
 ) -> MCResult:
-    """Build an :class:`MCResult` from raw model outputs ``(T, N, *out)``."""
-    outputs = _float(outputs)
-    t = outputs.shape[0]
+    """Build an :class:`MCResult` from raw model outputs ``(T, N, *out)`` (classes in dim
+    ``class_dim`` of the model output, i.e. ``class_dim + 1`` here)."""
+    if task == "classification" and outputs.dim() < 3:
+        raise ValueError(
+            "classification needs logits of shape (N, C, ...) (classes in dim 1), got outputs "
+            f"of shape {tuple(outputs.shape[1:])}; use task='regression' for other outputs"
+        )
+    if task == "regression" and targets is not None and tau is None:
+        raise ValueError("regression log-likelihood needs tau (the model precision)")
+    acc = Accumulator(task, class_dim, True, tau, targets)
+    acc.add(outputs)
+    return combine([acc], task, strategy, tau=tau, targets=targets)
+
+
+def combine(
+    accs: list[Accumulator],
+    task: str,
+    strategy: str,
+    *,
+    tau: float | None = None,
+    targets: torch.Tensor | None = None,
+    sampled: tuple = (),
+) -> MCResult:
+    """The :class:`MCResult` of per-batch :class:`~dropkit.mc.summary.Accumulator` s
+    (concatenated along N)."""
+    t = accs[0].count
+    kept = [a.samples() for a in accs]
+    samples = torch.cat(kept, 1) if kept[0] is not None else None
+    mean = torch.cat([a.mean for a in accs])
+    variance = torch.cat([a.variance() for a in accs])
     if task == "regression":
-        mean = outputs.mean(0)
-        variance = outputs.var(0, correction=0)
         ll = None
         if tau is not None:
             variance = variance + 1.0 / tau
@@ -93,27 +119,22 @@ def summarize(
             if tau is None:
                 raise ValueError("regression log-likelihood needs tau (the model precision)")
             _check_targets(targets, mean.shape, "the model output without T")
-            sq = (targets.to(outputs) - outputs).square()  # (T, N, *out)
-            per = torch.logsumexp(-0.5 * tau * sq, 0) - math.log(t)
-            ll = (per - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau)).mean()
-        return MCResult(outputs, mean, variance, task, strategy, log_likelihood=ll)
-    if outputs.dim() < 3:
-        raise ValueError(
-            "classification needs logits of shape (N, C, ...) (classes in dim 1), got outputs "
-            f"of shape {tuple(outputs.shape[1:])}; use task='regression' for other outputs"
+            ll = torch.cat([a.log_likelihood_terms() for a in accs]).mean()
+        return MCResult(
+            samples, mean, variance, task, strategy, log_likelihood=ll, sampled=sampled, count=t
         )
-    probs = outputs.softmax(2)
-    mean = probs.mean(0)
-    predictive = torch.special.entr(mean).sum(1)
-    expected = torch.special.entr(probs).sum(2).mean(0)
+    cd = accs[0].dim
+    predictive = torch.special.entr(mean).sum(cd)
+    expected = torch.cat([a.entropy for a in accs]) / t
     mi = (predictive - expected).clamp_min(0.0)
-    votes = torch.nn.functional.one_hot(probs.argmax(2), probs.shape[2]).sum(0)  # (N, ..., C)
-    variation = 1.0 - votes.amax(-1).to(mean.dtype) / t
+    votes = torch.cat([a.votes for a in accs])
+    variation = 1.0 - votes.amax(cd).to(mean.dtype) / t
     ll = None
     if targets is not None:
-        _check_targets(targets, mean.shape[:1] + mean.shape[2:], "class indices per input")
-        ll = mean.gather(1, targets.long().unsqueeze(1)).log().mean()
+        shape = mean.shape[:cd] + mean.shape[cd + 1 :]
+        _check_targets(targets, shape, "class indices per input")
+        ll = mean.gather(cd, targets.long().unsqueeze(cd)).log().mean()
     return MCResult(
-        probs, mean, probs.var(0, correction=0), task, strategy, predictive, expected, mi,
-        variation, ll,
+        samples, mean, variance, task, strategy, predictive, expected, mi, variation, ll,
+        sampled, cd, t,
     )  # fmt: skip

@@ -1,0 +1,109 @@
+"""Consistent masks for dropout that torch applies inside its own ops (``consistent=True``).
+
+Torch's dropout modules, ``F.dropout*`` / ``alpha_dropout`` / ``feature_alpha_dropout``, SDPA's
+``dropout_p`` (forced to the math kernel), ``nn.MultiheadAttention``'s internal dropout and the
+inter-layer dropout of ``nn.RNN/LSTM/GRU`` (cuDNN off) all draw their mask with one aten op:
+``bernoulli_(keep)`` on the CPU, ``native_dropout(x, p, train)`` on CUDA. While
+:func:`dropkit.mc.predict` samples with ``consistent=True``, a ``TorchDispatchMode`` answers
+those ops with dropkit's counter-based Philox masks: for MC sample ``t`` the mask of the
+``c``-th call of the module at position ``j`` of ``named_modules()`` comes from key
+:func:`dropkit.mc.sample_seed` ``(seed, 2^20 + j, t)`` at stream positions from
+``c * 2^40``, shared along the batch dim (dim 1 inside RNNs, which run time-major, else
+dim 0). So every input, batch, call and strategy sees the same T masks, as for dropkit modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dropkit import functional as F
+
+from .modes import is_dropkit_dropout
+from .probe import ModuleStack
+from .sampling import CALL_STRIDE, MAX_SAMPLES, Sampler, sample_seed
+
+#: Module indices of torch-internal streams start here (dropkit modules use 0, 1, ...).
+INTERNAL_BASE = MAX_SAMPLES
+
+
+def _train(args: tuple, kwargs: dict) -> bool:
+    """``native_dropout``'s ``train`` argument (optional; None means train)."""
+    train = args[2] if len(args) > 2 else kwargs.get("train")
+    return train is None or bool(train)
+
+
+class _Consistent(TorchDispatchMode):
+    def __init__(self, model: nn.Module, sampler: Sampler, rows: int) -> None:
+        super().__init__()
+        self.stack = ModuleStack(model)
+        self.index = {name: j for j, name in enumerate(self.stack.names.values())}
+        self.sampler = sampler
+        self.rows = rows
+        self._calls: dict[str, int] = {}
+        self._ts: list[int] | None = None
+        self._seeds: dict[tuple[int, int], int] = {}
+
+    def _seed(self, j: int, t: int) -> int:
+        if (j, t) not in self._seeds:
+            self._seeds[j, t] = sample_seed(self.sampler.seed, INTERNAL_BASE + j, t)
+        return self._seeds[j, t]
+
+    def _keep(self, like: torch.Tensor, p: float, op: str) -> torch.Tensor:
+        name, module = self.stack.stack[-1]
+        if self._ts is not self.sampler.ts:  # a new model call: call counters restart
+            self._ts, self._calls = self.sampler.ts, {}
+        call = self._calls.get(name, 0)
+        self._calls[name] = call + 1
+        dim = 1 if isinstance(module, nn.RNNBase) and like.dim() > 1 else 0
+        ts = self.sampler.ts
+        self.rows = getattr(self.sampler, "rows", self.rows)
+        if like.dim() == 0 or like.shape[dim] != len(ts) * self.rows:
+            raise ValueError(
+                f"consistent=True: {op} in module {name or '<root>'!r} "
+                f"({type(module).__name__}) got shape {tuple(like.shape)}, without the "
+                f"{len(ts)} x {self.rows} rows of the batch in dim {dim}; use consistent=False"
+            )
+        shape = list(like.shape)
+        shape[dim] = 1
+        masks = [
+            F.bernoulli_mask(
+                shape, p, device=like.device, seed=self._seed(self.index[name], t),
+                offset=call * CALL_STRIDE,
+            ).expand(*like.shape[:dim], self.rows, *like.shape[dim + 1 :])
+            for t in ts
+        ]  # fmt: skip
+        return torch.cat(masks, dim)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        stack = self.stack.stack
+        if stack and not any(is_dropkit_dropout(m) for _, m in stack):
+            if func is torch.ops.aten.bernoulli_.float:
+                keep_p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+                keep = self._keep(args[0], 1.0 - float(keep_p), str(func))
+                return args[0].copy_(keep)
+            if func is torch.ops.aten.native_dropout.default and _train(args, kwargs):
+                x, p = args[0], float(args[1])
+                keep = self._keep(x, p, str(func))
+                scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
+                return torch.where(keep, x * scale, torch.zeros_like(x)), keep
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def consistent_ops(model: nn.Module, sampler: Sampler, rows: int) -> Iterator[None]:
+    """Answer torch's internal dropout with consistent masks while the block runs; ``rows`` is
+    the batch size N (a replicated call holds ``len(sampler.ts)`` copies)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    mode = _Consistent(model, sampler, rows)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.backends.cudnn.flags(enabled=False), mode:
+            yield
+    finally:
+        mode.stack.remove()

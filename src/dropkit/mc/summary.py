@@ -1,0 +1,84 @@
+r"""Running summaries of MC samples, fed chunk by chunk (LM-scale outputs).
+
+A chunk is ``(k, N, *out)``: ``k`` MC samples of a batch. Classification softmaxes each chunk
+over the class dim and folds it into running statistics: the mean and the sum of squared
+deviations (Chan, Golub & LeVeque 1979, pairwise update), the summed entropy
+:math:`\sum_t H[p_t]` and the arg-max votes per class (``scatter_add`` into ``(N, *out)``
+int32, no one-hot). Regression keeps the mean, the squared deviations and, with targets and
+``tau``, a running ``logsumexp`` of the Gaussian log-likelihoods. Nothing larger than one chunk
+is allocated, so with ``keep_samples=False`` the peak memory is O(k N |out|), not
+O(T N |out|).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class Accumulator:
+    """Running statistics of one batch's samples.
+
+    Args:
+        task: ``"classification"`` or ``"regression"``.
+        class_dim: the class dim of the model output (batch in dim 0); classification only.
+        keep: keep the per-sample values (probabilities or outputs) as well.
+        tau, targets: regression precision and targets ``(N, *out)`` for the likelihood.
+    """
+
+    def __init__(self, task: str, class_dim: int, keep: bool, tau=None, targets=None) -> None:
+        self.task, self.dim, self.keep = task, class_dim, keep
+        self.tau, self.targets = tau, targets
+        self.count = 0
+        self.mean = self.m2 = self.entropy = self.votes = self.lse = None
+        self.kept: list[torch.Tensor] = []
+
+    def add(self, chunk: torch.Tensor) -> None:
+        """Fold ``(k, N, *out)`` samples in."""
+        values = _float(chunk)
+        k = values.shape[0]
+        if self.task == "classification":
+            d = self.dim + 1
+            values = values.softmax(d)
+            ent = torch.special.entr(values).sum(d).sum(0)
+            self.entropy = ent if self.entropy is None else self.entropy + ent
+            if self.votes is None:
+                self.votes = torch.zeros(values.shape[1:], dtype=torch.int32, device=values.device)
+            winners = values.argmax(d, keepdim=True)  # (k, N, .., 1, ..)
+            ones = torch.ones_like(winners[0], dtype=torch.int32)
+            for j in range(k):
+                self.votes.scatter_add_(self.dim, winners[j], ones)
+        elif self.targets is not None and self.tau is not None:
+            y = self.targets.to(values)
+            logp = -0.5 * self.tau * (y - values).square()
+            part = torch.logsumexp(logp, 0)
+            self.lse = part if self.lse is None else torch.logaddexp(self.lse, part)
+        mean_c = values.mean(0)
+        m2_c = (values - mean_c).square().sum(0)
+        if self.mean is None:
+            self.mean, self.m2 = mean_c, m2_c
+        else:
+            n, total = self.count, self.count + k
+            delta = mean_c - self.mean
+            self.mean = self.mean + delta * (k / total)
+            self.m2 = self.m2 + m2_c + delta.square() * (n * k / total)
+        self.count += k
+        if self.keep:
+            self.kept.append(values)
+
+    def variance(self) -> torch.Tensor:
+        """Per-element variance over the samples (divided by T)."""
+        return self.m2 / self.count
+
+    def samples(self) -> torch.Tensor | None:
+        return torch.cat(self.kept) if self.keep else None
+
+    def log_likelihood_terms(self) -> torch.Tensor:
+        """Regression: per-element log predictive density (needs targets and tau)."""
+        t = self.count
+        return self.lse - math.log(t) - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(self.tau)
