@@ -72,6 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--with-reference", action="store_true", help="also time the slow NumPy reference"
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument(
+        "--sweep", action="store_true", help="size sweep 2^4..2^26 (fp32, bf16, fp16) vs torch"
+    )
+    parser.add_argument(
+        "--contention", action="store_true", help="sweep again with two busy processes"
+    )
+    parser.add_argument("--max-log2", type=int, default=26, help="largest N = 2^k of the sweep")
     args = parser.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for d in args.dtypes:
@@ -198,8 +205,27 @@ def preallocated_note(rows: list[Row]) -> str:
     )
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """The size sweep (see ``bench/_sweep.py``); ``--write`` updates BENCHMARKS.md and the plot."""
+    from _sweep import plot, sweep, table
+
+    dtypes = args.dtypes if args.dtypes != ["fp32"] else ["fp32", "bf16", "fp16"]
+    rows = sweep(dtypes, args.repeats, False, args.max_log2)
+    if args.contention:
+        rows += sweep(dtypes, args.repeats, True, args.max_log2)
+    body = "## CPU dropout at every size\n\n" + table(rows)
+    body += "\n\n![time ratio vs size](docs/bench/cpu_dropout_sizes.png)\n"
+    print(table(rows))
+    if args.write:
+        plot(rows)
+        write_section("cpu_dropout_sizes", body + f"\n`{command_line()}`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        return run_sweep(args)
     if args.threads:
         import numba
 
