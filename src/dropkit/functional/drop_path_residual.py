@@ -55,6 +55,11 @@ def kept_rows(
     return keep.nonzero().reshape(-1), keep_scale(p)
 
 
+def _scaled(out: torch.Tensor, scale: float) -> torch.Tensor:
+    # the scale in the branch output's dtype, as drop_path's mask holds it (bf16 rounds it)
+    return out * torch.full((), scale, dtype=out.dtype, device=out.device)
+
+
 def _take(value: Any, rows: torch.Tensor, n: int, name: str) -> Any:
     if not isinstance(value, torch.Tensor):
         return value
@@ -97,7 +102,8 @@ def drop_path_residual(
       (static shapes for ``torch.compile`` and CUDA graphs; DINOv2's rule).
     * ``"batch"``: the whole branch skipped with probability ``p``, :math:`s = 1/q`.
 
-    ``scale_by_keep=False`` gives :math:`s = 1`. When no row is kept, ``branch`` still runs on
+    ``scale_by_keep=False`` gives :math:`s = 1`. At ``p = 0`` nothing is drawn (as in
+    ``drop_path``) and the output is ``x + f(x)``. When no row is kept, ``branch`` still runs on
     an empty batch, so its parameters get zero gradients (as with ``drop_path``) and DDP sees
     them used. ``branch`` must treat samples independently (no BatchNorm in training):
     :class:`dropkit.nn.StochasticDepth` checks that for modules.
@@ -134,16 +140,16 @@ def drop_path_residual(
     check_p(p, "drop_path_residual")
     kwargs = dict(kwargs or {})
     common = dict(shared or {})
-    if not training:
+    if not training or p == 0.0:  # no draw at p = 0, as drop_path
         return x + branch(x, *args, **kwargs, **common)
     n = x.shape[0]
     rows, scale = kept_rows(
         n, p, mode, device=x.device, seed=seed, offset=offset, backend=backend,
         generator=generator, ndim=x.dim(),
     )  # fmt: skip
-    if rows.numel() == n:  # all kept (p = 0, or batch mode): no gather
+    if rows.numel() == n:  # all kept: no gather
         out = branch(x, *args, **kwargs, **common)
-        return x + (out * scale if scale_by_keep else out)
+        return x + (_scaled(out, scale) if scale_by_keep else out)
     sub_args = [_take(a, rows, n, f"args[{i}]") for i, a in enumerate(args)]
     sub_kwargs = {k: _take(v, rows, n, f"kwargs[{k!r}]") for k, v in kwargs.items()}
     out = branch(x.index_select(0, rows), *sub_args, **sub_kwargs, **common)
@@ -153,7 +159,7 @@ def drop_path_residual(
             f"{tuple(out.shape)} for an input of {(rows.numel(), *x.shape[1:])}"
         )
     if scale_by_keep:
-        out = out * scale
+        out = _scaled(out, scale)
     return x.index_add(0, rows, out.to(x.dtype))
 
 

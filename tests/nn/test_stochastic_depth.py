@@ -1,0 +1,274 @@
+"""Skip-compute stochastic depth: exact agreement with x + drop_path(f(x)) under the same stream,
+the fixed and batch modes' distributions, coupling errors, checkpointing, autocast, compile,
+MC dropout and the transformer-block helper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import dropkit.nn as dkn
+from dropkit import mc
+from dropkit.functional import drop_path, drop_path_residual
+from tests.stats import assert_binomial
+
+N, L, D = 12, 3, 6
+
+
+def branch(dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D)).to(
+        dtype
+    )
+
+
+def inputs(dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(N, L, D, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+
+def grads(f: nn.Module, out: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    params = list(f.parameters())
+    return torch.autograd.grad((out * weights).sum(), [x, *params])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.7, 1.0])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_row_mode_equals_drop_path_on_the_full_branch(p, seed):
+    """Output, input gradient and parameter gradients equal x + drop_path(f(x)) in float64."""
+    f = branch()
+    x = inputs().requires_grad_()
+    y = drop_path_residual(x, f, p, seed=seed, offset=3)
+    ref = x + drop_path(f(x), p, seed=seed, offset=3)
+    # round-off only: a matmul over a subset of rows may block its sums differently
+    torch.testing.assert_close(y, ref, rtol=1e-13, atol=1e-14)
+    assert torch.equal(y == x, ref == x)  # the same rows kept
+    for g, g_ref in zip(grads(f, y, x), grads(f, ref, x), strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_module_draws_its_seed_like_drop_path():
+    """Without a seed, both draw one seed from torch's generator: manual_seed reproduces."""
+    f, x = branch(), inputs()
+    module = dkn.StochasticDepth(f, 0.5)
+    torch.manual_seed(7)
+    y = module(x)
+    after = torch.randint(1 << 30, ())
+    torch.manual_seed(7)
+    ref = x + dkn.DropPath(0.5)(f(x))
+    torch.testing.assert_close(y, ref, rtol=1e-13, atol=1e-14)
+    assert torch.equal(y == x, ref == x)
+    assert torch.equal(after, torch.randint(1 << 30, ()))
+    assert not torch.equal(y, x + f(x))
+    assert not torch.equal(y, x)
+
+
+def test_gradcheck_float64():
+    f, x = branch(), inputs()[:6, :1].requires_grad_()
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: drop_path_residual(x, lambda h: f(h) * w.sum(), 0.5, seed=2), (x, w)
+    )
+
+
+def test_eval_is_the_plain_residual():
+    f, x = branch(), inputs()
+    module = dkn.StochasticDepth(f, 0.9).eval()
+    assert torch.equal(module(x), x + f(x))
+
+
+def test_all_dropped_gives_zero_parameter_gradients_as_drop_path_does():
+    f, x = branch(), inputs()
+    y = dkn.StochasticDepth(f, 1.0)(x)
+    y.sum().backward()
+    assert torch.equal(y, x)
+    assert all(p.grad is not None and not p.grad.any() for p in f.parameters())
+
+
+def test_extra_arguments_are_sliced_and_shared_ones_are_not():
+    x = inputs()
+
+    def f(h, row_scale, *, bias):
+        return h * row_scale[:, None, None] + bias
+
+    scale, bias = torch.arange(N, dtype=x.dtype), torch.ones(D, dtype=x.dtype)
+    y = drop_path_residual(x, f, 0.5, args=(scale,), shared={"bias": bias}, seed=4)
+    assert torch.equal(y, x + drop_path(f(x, scale, bias=bias), 0.5, seed=4))
+    with pytest.raises(ValueError, match=r"needs 12 rows in dim 0.*shared="):
+        drop_path_residual(x, f, 0.5, args=(scale[:3],), shared={"bias": bias}, seed=4)
+
+
+def test_fixed_mode_keeps_exactly_k_uniformly_chosen_rows_scaled_by_n_over_k():
+    f, x = branch(), inputs()
+    k, full = round(N * 0.6), f(x)
+    counts = torch.zeros(N)
+    trials = 120
+    for seed in range(trials):
+        y = drop_path_residual(x, f, 0.4, mode="fixed", seed=seed)
+        kept = (y != x).flatten(1).any(1)
+        assert int(kept.sum()) == k
+        torch.testing.assert_close(y[kept], x[kept] + full[kept] * (N / k), rtol=1e-12, atol=0)
+        counts += kept
+    for row in range(N):
+        assert_binomial(int(counts[row]), trials, k / N, f"times row {row} was kept")
+    y = drop_path_residual(x, f, 0.99, mode="fixed", seed=0)
+    assert int((y != x).flatten(1).any(1).sum()) == 1  # k = max(1, round(N q))
+
+
+def test_batch_mode_equals_drop_path_batch_mode():
+    f, x = branch(), inputs()
+    for seed in range(20):
+        y = drop_path_residual(x, f, 0.5, mode="batch", seed=seed)
+        assert torch.equal(y, x + drop_path(f(x), 0.5, mode="batch", seed=seed))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.BatchNorm1d(L), nn.InstanceNorm1d(L, track_running_stats=True), nn.SyncBatchNorm(L)],
+    ids=["batchnorm", "instancenorm-stats", "syncbatchnorm"],
+)
+def test_cross_sample_layers_raise_in_training(layer):
+    module = dkn.StochasticDepth(nn.Sequential(nn.Linear(D, D), layer), 0.3)
+    with pytest.raises(ValueError, match=r"couples the samples.*1 \((BatchNorm1d|Instance|Sync)"):
+        module(inputs(torch.float32))
+    module.eval()
+    assert module(inputs(torch.float32)).shape == (N, L, D)
+
+
+def test_per_sample_norms_do_not_raise():
+    f = nn.Sequential(nn.GroupNorm(1, L), nn.InstanceNorm1d(L), nn.Linear(D, D))
+    assert dkn.StochasticDepth(f, 0.3)(inputs(torch.float32)).shape == (N, L, D)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        dkn.StochasticDepth(nn.Linear(D, D), 0.1, mode="sample")
+    with pytest.raises(TypeError, match=r"branch must be an nn\.Module"):
+        dkn.StochasticDepth(torch.sin, 0.1)
+    with pytest.raises(ValueError, match=r"p must"):
+        dkn.StochasticDepth(nn.Linear(D, D), 1.5)
+    with pytest.raises(ValueError, match="keep the shape"):
+        drop_path_residual(inputs(torch.float32), nn.Linear(D, 2), 0.5, seed=0)
+
+
+def test_checkpointing_replays_the_same_rows():
+    f = branch()
+    module = dkn.StochasticDepth(f, 0.5)
+    x = inputs().requires_grad_()
+    torch.manual_seed(3)
+    plain = grads(f, module(x), x)
+    torch.manual_seed(3)
+    out = checkpoint(module, x, use_reentrant=False)
+    for g, g_ref in zip(grads(f, out, x), plain, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_matches_drop_path_under_autocast():
+    f, x = branch(torch.float32), inputs(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = drop_path_residual(x, f, 0.5, seed=9)
+        ref = x + drop_path(f(x), 0.5, seed=9)
+    assert y.dtype == ref.dtype == torch.float32
+    assert torch.equal(y, ref)
+
+
+def test_compile_fixed_mode_static_shapes_no_recompiles():
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    f = branch(torch.float32)
+    module = dkn.StochasticDepth(f, 0.4, mode="fixed")
+    compiled = torch.compile(module, backend=counting, fullgraph=True, dynamic=False)
+    x = inputs(torch.float32)
+    for step in range(3):
+        torch.manual_seed(step)
+        y = compiled(x)
+        y.sum().backward()
+        torch.manual_seed(step)
+        torch.testing.assert_close(y, module(x))
+    assert len(graphs) == 1
+    torch._dynamo.reset()
+
+
+def test_compile_row_mode_dynamic_shapes():
+    torch._dynamo.reset()
+    f = branch(torch.float32)
+    module = dkn.StochasticDepth(f, 0.4)
+    compiled = torch.compile(module, backend="aot_eager", dynamic=True)
+    for n in (8, 12):
+        x = inputs(torch.float32)[:n]
+        torch.manual_seed(n)
+        y = compiled(x)
+        torch.manual_seed(n)
+        torch.testing.assert_close(y, module(x))
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ["row", "fixed", "batch"])
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_mc_predict_samples_the_skipped_branch(mode, strategy):
+    """MC dropout sees StochasticDepth as dropout; a replicated batch samples every copy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(D, D), dkn.StochasticDepth(nn.Sequential(nn.Linear(D, D), nn.Tanh()), 0.5, mode)
+    )
+    assert mc.is_dropout_module(model[1])
+    x = torch.randn(4, D)
+    result = mc.predict(model, x, 40, task="regression", strategy=strategy, seed=0)
+    assert bool((result.variance > 0).all())
+    with torch.no_grad():
+        skipped = model[0](x)  # the output of a sample that dropped the branch
+    kept = (result.samples != skipped).any(-1).sum(0)  # (N,) samples that kept it, per row
+    for row in range(len(x)):
+        assert_binomial(int(kept[row]), 40, 0.5, f"MC samples that kept the branch, row {row}")
+
+
+def test_rates_from_the_depth_linear_schedule():
+    from dropkit.experiments.vit import build_vit
+    from dropkit.schedules import drop_path_rates
+
+    model = build_vit(depth=4, dim=8, heads=2, drop_path_rate=0.3, skip_compute=True)
+    rates = [(b.attn.p, b.mlp.p) for b in model.blocks]
+    assert rates == [(r, r) for r in drop_path_rates(4, 0.3)]
+
+
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre-norm", "post-norm"])
+def test_encoder_layer_helper_keeps_eval_output_and_parameters(norm_first):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(D, 2, 16, dropout=0.0, batch_first=True,
+                                       norm_first=norm_first, dtype=torch.float64)  # fmt: skip
+    params = set(map(id, layer.parameters()))
+    x, pad = inputs(), torch.zeros(N, L, dtype=torch.bool)
+    pad[:, -1] = True
+    causal = torch.ones(L, L, dtype=torch.bool).triu(1)  # True: not attended
+    expected = layer.eval()(x, causal, pad)
+    model = dkn.apply_stochastic_depth(nn.Sequential(layer), [0.5])
+    block = model[0]
+    assert isinstance(block, dkn.stochastic_depth_blocks.SkipEncoderLayer)
+    assert set(map(id, model.parameters())) == params  # an optimizer built before still works
+    torch.testing.assert_close(block.eval()(x, causal, pad), expected, rtol=1e-12, atol=1e-12)
+    block.train()
+    y = block(x, causal, pad)
+    y.sum().backward()
+    assert y.shape == x.shape
+    with pytest.raises(ValueError, match="3-D src_mask"):
+        block(x, causal.expand(2 * N, L, L))
+
+
+def test_encoder_layer_helper_errors():
+    layer = nn.TransformerEncoderLayer(D, 2, 16)
+    with pytest.raises(ValueError, match="batch_first=True"):
+        dkn.apply_stochastic_depth(nn.Sequential(layer), 0.1)
+    layer = nn.TransformerEncoderLayer(D, 2, 16, batch_first=True)
+    with pytest.raises(ValueError, match="pass rates="):
+        dkn.apply_stochastic_depth(nn.Sequential(layer))
+    with pytest.raises(ValueError, match="rates has 2 entries but the model has 1 blocks"):
+        dkn.apply_stochastic_depth(nn.Sequential(layer), [0.1, 0.2])
+    with pytest.raises(ValueError, match="no TransformerEncoderLayer"):
+        dkn.apply_stochastic_depth(nn.Linear(2, 2), 0.1)
