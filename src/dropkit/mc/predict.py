@@ -151,15 +151,18 @@ def predict(
     :func:`dropkit.mc.sample_seed` ``(seed, k, t)`` (``seed`` None means 0) and one mask for
     every input of the batch, so every input, batch, call and strategy sees the same T masks
     (loop, batched and prefix agree to rounding, whatever the chunking). A module called c
-    times in one forward uses stream positions from ``c * 2^40``. Needs dropkit modules
-    (``dropkit.convert(model)``).
+    times in one forward uses stream positions from ``c * 2^40``. torch's own dropout
+    (modules, ``F.dropout*``, SDPA, MHA, RNN) is answered with the same kind of masks
+    (:mod:`dropkit.mc.intercept`); other random ops raise, naming the module and the op.
 
     Args:
         model: a module returning logits ``(N, C, ...)`` (classification; classes in dim 1) or
             any tensor ``(N, ...)`` (regression).
-        x: a batch ``(N, ...)``, or a DataLoader (any iterable) of ``x``, ``(x,)`` or ``(x, y)``
-            batches; results are concatenated over batches and ``y`` is used as targets.
-            Inputs are moved to the device of the model's first parameter.
+        x: a tensor ``(N, ...)``, a tuple of tensors (``model(*x)``), a dict /
+            ``BatchEncoding`` of tensors (``model(**x)``), or a DataLoader (any other
+            iterable, lists included) of these; every tensor with N rows in dim 0 is
+            replicated together (:mod:`dropkit.mc.io`). Results are concatenated over
+            batches. Inputs are moved to the device of the model's first parameter.
         samples: T >= 1.
         task: ``"classification"`` (softmax per sample, probabilities averaged) or
             ``"regression"``.
@@ -180,7 +183,23 @@ def predict(
         tau: regression precision; adds ``1/tau`` to the variance and enables the likelihood.
         targets: ``(N, ...)`` regression targets or class indices, for ``log_likelihood``.
         progress: a tqdm bar over the batches, when tqdm is installed.
-        functional: which non-dropout modules also sample (:func:`dropkit.mc.enable`).
+        class_dim: classification: the dim of the model output holding the classes. None:
+            1 for ``(N, C)``, the last dim for a ``ModelOutput``'s ``logits``; any other
+            output with more than 2 dims raises.
+        output: which part of the model output to summarise: None (a tensor, a tuple's first
+            element, a dict/``ModelOutput``'s ``logits``), a key/index, or a callable.
+        target: for DataLoader batches, where the targets are: an index of a tuple batch or
+            a key of a dict batch; None: every element is an input. Left out, a batch of
+            several tensors or a dict with a label key raises (never guessed).
+        keep_samples: False keeps only running statistics (``samples`` is None), so the
+            memory is that of one chunk of samples, not of all T.
+
+    Which ops are sampled is found by probing forwards on the first batch
+    (:mod:`dropkit.mc.probe`, :mod:`dropkit.mc.plan`): every random aten op the forward issues
+    and the module that issued it; those modules (dropout modules, attention modules that gate
+    their rate on ``self.training``, ``nn.MultiheadAttention``, RNNs with ``dropout=``) run in
+    train mode, everything else in eval; torch's MHA eval fast path is disabled while sampling.
+    ``result.sampled`` lists ``(module, op)`` pairs.
 
     Returns:
         :class:`dropkit.mc.MCResult` with ``samples`` ``(T, N, ...)`` and the summaries.

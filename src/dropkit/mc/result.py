@@ -26,7 +26,8 @@ class MCResult:
 
     Attributes:
         samples: classification: per-sample class probabilities, the softmax of the logits
-            over the class dim (dim 1 of the model output, dim 2 here); regression: the outputs.
+            over the class dim (``class_dim`` of the model output, ``class_dim + 1`` here);
+            regression: the outputs. None with ``keep_samples=False``.
         mean: :math:`\bar p = \frac1T\sum_t p_t` (probabilities are averaged, not logits) or
             :math:`\bar\mu = \frac1T\sum_t \mu_t`.
         variance: per-element variance over the T samples (divided by T, not T - 1), plus
@@ -42,7 +43,11 @@ class MCResult:
             ``tau``) :math:`\mathrm{logsumexp}_t \log\mathcal N(y;\mu_t,\tau^{-1}) - \log T`
             averaged over every element; classification :math:`\log\bar p_y` averaged.
         task: ``"classification"`` or ``"regression"``.
-        strategy: the strategy that ran (``"prefix"``, ``"batched"`` or ``"loop"``).
+        strategy: the strategy that ran (``"prefix"``, ``"batched"`` or ``"loop"``), with the
+            reason in parentheses when ``"auto"``/``"prefix"`` fell back.
+        sampled: ``(module path, op)`` pairs of the stochastic calls that were sampled.
+        class_dim: the class dim of the model output (classification).
+        count: T.
     """
 
     samples: torch.Tensor | None
