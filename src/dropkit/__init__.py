@@ -31,15 +31,15 @@ _SUBMODULES = frozenset(
     {"acquisition", "data", "functional", "mc", "metrics", "nn", "reference", "rng", "schedules"}
 )
 _NAMES = {
-    "ConversionReport": ".convert",
-    "convert": ".convert",
+    "ConversionReport": ".conversion",
+    "convert": ".conversion",
     "dropout_rates": ".nn.learned",
     "regularization": ".nn.learned",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the eager imports
     from . import acquisition, data, functional, mc, metrics, nn, reference, rng, schedules
-    from .convert import ConversionReport, convert
+    from .conversion import ConversionReport, convert
     from .nn.learned import dropout_rates, regularization
 
 

@@ -30,7 +30,6 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import entr, xlogy
 
 from dropkit.metrics._checks import check_positive_int, check_probs
 
@@ -43,13 +42,18 @@ METHODS = ("bald", "entropy", "max_entropy", "variation_ratio", "mean_std", "bat
 CHUNK_FLOATS = 2**24
 
 
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    """x log x elementwise with 0 log 0 = 0 (the limit), without a scipy import."""
+    return x * np.log(np.where(x > 0, x, 1.0))
+
+
 def _probs(probs: object, owner: str) -> np.ndarray:
     return check_probs(probs, owner, LAYOUT, 3)
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy over the last axis; ``entr`` is −x log x with entr(0) = 0."""
-    return entr(p).sum(axis=-1)
+    """Entropy over the last axis, −Σ x log x with 0 log 0 = 0."""
+    return -_xlogx(p).sum(axis=-1)
 
 
 def predictive_entropy(probs: object) -> np.ndarray:
@@ -187,7 +191,7 @@ def _joint_entropy(
     step = max(1, CHUNK_FLOATS // (weights.shape[1] * K))  # chunk the pool to bound memory
     for start in range(0, N, step):
         q = (weights.T @ flat[:, start * K : (start + step) * K] / T).reshape(len(shift), -1, K)
-        per_config = xlogy(q, q).sum(axis=2) + shift[:, None] * q.sum(axis=2)  # (C, chunk)
+        per_config = _xlogx(q).sum(axis=2) + shift[:, None] * q.sum(axis=2)  # (C, chunk)
         out[start : start + step] = -(scale @ per_config)
     return out
 

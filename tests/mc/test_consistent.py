@@ -58,6 +58,8 @@ class _Zoo(nn.Module):
         self.path = dkn.DropPath(0.3)
         self.wd = dkn.WeightDrop(nn.Linear(16, 16), "weight", p=0.3)
         self.shared = dkn.Dropout(0.3, broadcast_dims=(1,))
+        branch = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), dkn.Dropout(0.2))
+        self.depth = dkn.StochasticDepth(branch, p=0.4)
 
     def forward(self, ids):
         h = self.locked(self.emb(ids % 10))  # (N, 6, 8); "% 10" is the prefix
@@ -65,7 +67,7 @@ class _Zoo(nn.Module):
         h = self.block(h.reshape(-1, 8, 2, 3))
         h = self.d3(h.reshape(-1, 4, 2, 2, 3)).flatten(1)
         h = self.alpha(self.gauss(self.connect(h)))
-        return self.shared(h + self.path(self.wd(h)))
+        return self.depth(self.shared(h + self.path(self.wd(h))))
 
 
 def test_every_dropkit_module_is_consistent_across_strategies():
@@ -181,3 +183,26 @@ def test_noise_that_is_not_a_mask_cannot_be_consistent():
     with pytest.raises(ValueError, match=r"randn.*module '1' \(Noisy\)"):
         mc.predict(model, torch.randn(3, 4), 4, consistent=True, task="regression")
     assert mc.predict(model, torch.randn(3, 4), 4, task="regression").variance.min() > 0
+
+
+@pytest.mark.parametrize("consistent", [False, True])
+def test_dropout_nested_in_a_batch_mode_stochastic_depth_sees_one_sample(consistent):
+    # The outer module runs once per sample's copy of the batch; a batch-mode DropPath inside
+    # its branch must see that copy as one sample (3 rows), not as 4 copies to split again.
+    torch.manual_seed(0)
+    branch = nn.Sequential(nn.Linear(6, 6), dkn.DropPath(0.5, mode="batch"))
+    model = nn.Sequential(dkn.StochasticDepth(branch, p=0.3, mode="batch"), nn.Linear(6, 2))
+    x = torch.randn(3, 6)
+    loop = mc.predict(model, x, 4, strategy="loop", task="regression", seed=2, consistent=True)
+    batched = mc.predict(
+        model, x, 4, strategy="batched", task="regression", seed=2, consistent=consistent
+    )
+    assert batched.samples.shape == (4, 3, 2)
+    if consistent:
+        torch.testing.assert_close(batched.samples, loop.samples, atol=1e-6, rtol=1e-6)
+    # one draw per sample for the whole batch: every row of a sample moves together, so a
+    # sample's rows all equal the deterministic rows or none do (for each of the 4 outcomes)
+    outcomes = {
+        tuple(torch.isclose(s, batched.samples[0]).all(dim=1).tolist()) for s in batched.samples
+    }
+    assert all(len(set(o)) == 1 for o in outcomes)

@@ -121,9 +121,9 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 if cpu.AVAILABLE:
-    import numba
+    from dropkit.rng.jitcache import cached_njit
 
-    @numba.njit(cache=True)
+    @cached_njit()
     def _fill_scaled(words, thr, scale, out):  # pragma: no cover - compiled
         """``out[i] = scale`` where ``words[i] >= thr`` (unsigned), else 0."""
         for i in range(words.size):

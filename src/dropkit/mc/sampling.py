@@ -79,9 +79,9 @@ def consistent_forward(m: nn.Module, args: tuple, kwargs: dict, seed: int, offse
 
     Per module: ``Dropout`` shares dim 0 besides its ``broadcast_dims``; channel and alpha
     dropout use a ``(1, C, 1, ...)`` (feature) mask; ``GaussianDropout`` noise ``(1, *)``;
-    ``DropPath`` one draw (``mode="batch"``); DropBlock one block mask ``(1, C, *spatial)``;
-    ``LockedDropout`` a ``(1, 1, H)`` mask; ``EmbeddingDropout``, ``DropConnectLinear`` and
-    ``WeightDrop`` already share one mask per call.
+    ``DropPath`` and ``StochasticDepth`` one draw (``mode="batch"``); DropBlock one block mask
+    ``(1, C, *spatial)``; ``LockedDropout`` a ``(1, 1, H)`` mask; ``EmbeddingDropout``,
+    ``DropConnectLinear`` and ``WeightDrop`` already share one mask per call.
     """
     x, p, rng = args[0], m.p, dict(seed=seed, offset=offset)
     kind = type(m)
@@ -101,6 +101,14 @@ def consistent_forward(m: nn.Module, args: tuple, kwargs: dict, seed: int, offse
         return x * noise
     if kind is dkn.DropPath:
         return F.drop_path(x, p, True, mode="batch", scale_by_keep=m.scale_by_keep, **rng)
+    if kind is dkn.StochasticDepth:
+        # One draw per call: the branch runs on the whole batch or is skipped for it.
+        extra = dict(kwargs)
+        shared = extra.pop("shared", None)
+        return F.drop_path_residual(
+            x, m.branch, p, True, mode="batch", scale_by_keep=m.scale_by_keep,
+            args=args[1:], kwargs=extra, shared=shared, **rng,
+        )  # fmt: skip
     if kind in (dkn.DropBlock2d, dkn.DropBlock3d):
         op = F.drop_block2d if kind is dkn.DropBlock2d else F.drop_block3d
         ones = torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -127,9 +135,9 @@ def consistent_forward(m: nn.Module, args: tuple, kwargs: dict, seed: int, offse
 
 _SUPPORTED = (
     dkn.Dropout, dkn.Dropout1d, dkn.Dropout2d, dkn.Dropout3d, dkn.AlphaDropout,
-    dkn.FeatureAlphaDropout, dkn.GaussianDropout, dkn.DropPath, dkn.DropBlock2d,
-    dkn.DropBlock3d, dkn.LockedDropout, dkn.EmbeddingDropout, dkn.DropConnectLinear,
-    dkn.WeightDrop,
+    dkn.FeatureAlphaDropout, dkn.GaussianDropout, dkn.DropPath, dkn.StochasticDepth,
+    dkn.DropBlock2d, dkn.DropBlock3d, dkn.LockedDropout, dkn.EmbeddingDropout,
+    dkn.DropConnectLinear, dkn.WeightDrop,
 )  # fmt: skip
 
 
@@ -166,7 +174,7 @@ def shares_batch_mask(m: nn.Module, x: object) -> bool:
     """Whether one forward of ``m`` draws one mask for the whole batch (dim 0)."""
     if isinstance(m, dkn.DropConnectLinear | dkn.WeightDrop | dkn.EmbeddingDropout):
         return True
-    if isinstance(m, dkn.DropPath) or type(m).__name__ == "StochasticDepth":
+    if isinstance(m, dkn.DropPath | dkn.StochasticDepth) or type(m).__name__ == "StochasticDepth":
         return getattr(m, "mode", "row") == "batch"
     if isinstance(m, dkn.Dropout) and isinstance(x, torch.Tensor) and x.dim() > 0:
         return any(d % x.dim() == 0 for d in m.broadcast_dims)
@@ -237,17 +245,33 @@ class Sampler:
                     return consistent_forward(
                         module, args, kwargs, self._seed(k, self.ts[0]), offset
                     )
-                outs = [
-                    consistent_forward(module, (c, *args[1:]), kwargs, self._seed(k, t), offset)
-                    for c, t in zip(_chunks(args[0], n, name), self.ts, strict=True)
-                ]
-                return _cat(outs)
+                return self._each_sample(
+                    args[0],
+                    name,
+                    lambda c, t: consistent_forward(
+                        module, (c, *args[1:]), kwargs, self._seed(k, t), offset
+                    ),
+                )
             if n > 1 and shares_batch_mask(module, args[0] if args else None):
-                chunks = _chunks(args[0], n, name)
-                return _cat([original(c, *args[1:], **kwargs) for c in chunks])
+                return self._each_sample(
+                    args[0], name, lambda c, t: original(c, *args[1:], **kwargs)
+                )
             return original(*args, **kwargs)
 
         return forward
+
+    def _each_sample(self, x: torch.Tensor, name: str, fn: Callable) -> object:
+        """``fn(chunk, t)`` on each sample's copy of the batch, concatenated. Dropout modules
+        called inside ``fn`` (a ``StochasticDepth`` branch) see that one sample and the call
+        counts it would see in a loop, so nested masks match the loop strategy's."""
+        ts, calls, outs = self.ts, self._calls, []
+        try:
+            for c, t in zip(_chunks(x, len(ts), name), ts, strict=True):
+                self.ts, self._calls = [t], dict(calls)
+                outs.append(fn(c, t))
+        finally:
+            self.ts = ts
+        return _cat(outs)
 
     def __enter__(self) -> Sampler:
         try:
