@@ -122,7 +122,7 @@ def test_linear_formulas_with_given_noise(lead):
     np.testing.assert_allclose(layer.grads["log_sigma2"], sigma2 * (g2.T @ x2**2), **TOL)
     np.testing.assert_allclose(layer.grads["bias"], d2.sum(axis=0), **TOL)
 
-    keep = layer.log_alpha() < 3.0
+    keep = layer.log_alpha < 3.0
     assert 0 < keep.sum() < keep.size
     out = layer.forward(x, training=False)
     np.testing.assert_allclose(out, x @ (theta * keep).T + b, **TOL)
@@ -136,12 +136,14 @@ def test_log_alpha_keep_mask_sparsity_and_rates():
     layer = _spread(SparseVDLinear(5, 4, rng=0), exact=True)
     theta, log_sigma2 = layer.params["weight"], layer.params["log_sigma2"]
     raw = log_sigma2 - np.log(theta**2 + 1e-8)
-    np.testing.assert_array_equal(layer.log_alpha(), np.clip(raw, -10.0, 10.0))
-    assert layer.log_alpha().flat[2] == 3.0
+    np.testing.assert_array_equal(layer.log_alpha, np.clip(raw, -10.0, 10.0))
+    assert layer.log_alpha.flat[2] == 3.0
     assert not layer.keep_mask().flat[2]  # exactly at the threshold: pruned
-    np.testing.assert_array_equal(layer.keep_mask(), layer.log_alpha() < 3.0)
-    assert layer.sparsity() == pytest.approx(np.mean(layer.log_alpha() >= 3.0), abs=1e-15)
-    np.testing.assert_array_equal(layer.rates()["log_alpha"], layer.log_alpha())
+    np.testing.assert_array_equal(layer.keep_mask(), layer.log_alpha < 3.0)
+    assert layer.sparsity() == pytest.approx(np.mean(layer.log_alpha >= 3.0), abs=1e-15)
+    np.testing.assert_array_equal(layer.rates()["log_alpha"], layer.log_alpha)
+    with pytest.raises(AttributeError):  # derived from the parameters: read-only
+        layer.log_alpha = raw
     layer.threshold = 10.5
     assert layer.sparsity() == 0.0
     layer.threshold = -10.0
@@ -206,7 +208,7 @@ def test_regularization_gradcheck(make, shape):
     weights beyond the clip bounds (there both are exactly 0) and none at a kink. About a
     quarter: |log α| > 10 on 6 of the 26 units of the spread."""
     layer = _spread(make())
-    clipped = np.abs(layer.log_alpha()) == 10.0
+    clipped = np.abs(layer.log_alpha) == 10.0
     assert clipped.any()
     assert gradcheck(KLTerm(layer), _x(shape))
     assert layer.grads["log_sigma2"].shape == layer.params["weight"].shape
@@ -329,7 +331,7 @@ def _assert_matches_torch(reference, module, x_np, seed: int) -> None:
     for name in ("weight", "log_sigma2"):
         grad = getattr(module, name).grad.numpy()
         np.testing.assert_allclose(reference.grads[name], grad, **TOL, err_msg=f"KL {name}")
-    np.testing.assert_array_equal(reference.log_alpha(), module.log_alpha().detach().numpy())
+    np.testing.assert_array_equal(reference.log_alpha, module.log_alpha.detach().numpy())
     np.testing.assert_array_equal(reference.keep_mask(), module.keep_mask().numpy())
     assert reference.sparsity() == module.sparsity()
 
@@ -341,8 +343,8 @@ def _check_setup(reference) -> None:
     raw = log_sigma2 - np.log(theta**2 + EPS)
     assert (raw > 10).any()
     assert (raw < -10).any()
-    assert reference.log_alpha().max() > 3.0
-    assert reference.log_alpha().min() < 3.0
+    assert reference.log_alpha.max() > 3.0
+    assert reference.log_alpha.min() < 3.0
     assert list(raw.flat[:3]) == [10.0, -10.0, 3.0]
     reference.regularization_backward()
     assert (reference.grads["log_sigma2"].flat[:2] != 0).all()

@@ -109,15 +109,16 @@ class _SparseVD(Layer):
         theta = self.params["weight"]
         return self.params["log_sigma2"] - np.log(theta * theta + EPS)
 
+    @property
     def log_alpha(self) -> np.ndarray:
         r""":math:`\mathrm{clip}(\log\sigma^2 - \log(\theta^2 + 10^{-8}), -10, 10)`, the weight's
-        shape."""
+        shape (read-only: derived from ``weight`` and ``log_sigma2``)."""
         return np.clip(self._raw_log_alpha(), *LOG_ALPHA_RANGE)
 
     def keep_mask(self) -> np.ndarray:
         """Boolean mask of the weights kept at evaluation (log α < threshold), the weight's
         shape."""
-        return self.log_alpha() < self.threshold
+        return self.log_alpha < self.threshold
 
     def sparsity(self) -> float:
         """Fraction of weights pruned at evaluation (log α at or above ``threshold``)."""
@@ -125,13 +126,13 @@ class _SparseVD(Layer):
 
     def rates(self) -> dict[str, np.ndarray]:
         """``{"log_alpha": log α}``, as the torch layer reports its rates."""
-        return {"log_alpha": self.log_alpha()}
+        return {"log_alpha": self.log_alpha}
 
     # -- the KL term ------------------------------------------------------------------------
     def regularization(self) -> float:
         r""":math:`\sum_{ij} \mathrm{KL}(\log\alpha_{ij})` (:func:`sparse_vd_kl`), the value the
         torch layer's ``regularization()`` adds to the loss."""
-        return float(sparse_vd_kl(self.log_alpha())[0].sum())
+        return float(sparse_vd_kl(self.log_alpha)[0].sum())
 
     def regularization_backward(self, scale: float = 1.0) -> None:
         r"""Add ``scale`` times the gradient of :meth:`regularization` to ``self.grads``.

@@ -123,7 +123,7 @@ def test_training_prunes_the_irrelevant_inputs():
         loss.backward()
         opt.step()
         schedule.step()
-    log_alpha = layer.log_alpha().detach()[0]
+    log_alpha = layer.log_alpha.detach()[0]
     assert (log_alpha[3:] > 3).all(), log_alpha
     assert (log_alpha[:3] < 3).all(), log_alpha
     assert layer.sparsity() == pytest.approx(0.7)
@@ -190,8 +190,11 @@ def test_linear_protocol_and_init():
     model = nn.Sequential(layer, nn.Tanh(), SparseVDLinear(3, 1, bias=False))
     rates = dropout_rates(model)
     assert set(rates) == {"0", "2"}
-    assert torch.equal(rates["0"]["log_alpha"], layer.log_alpha().detach())
-    expected = sparse_vd_kl(layer.log_alpha()).sum() + model[2].regularization()
+    assert torch.equal(rates["0"]["log_alpha"], layer.log_alpha.detach())
+    assert layer.log_alpha.requires_grad  # a differentiable tensor attribute, read-only
+    with pytest.raises(AttributeError):
+        layer.log_alpha = torch.zeros(3, 7)
+    expected = sparse_vd_kl(layer.log_alpha).sum() + model[2].regularization()
     torch.testing.assert_close(regularization(model), expected)
     assert layer(torch.randn(5, 2, 7)).shape == (5, 2, 3)
 

@@ -72,14 +72,16 @@ class _SparseVD(LearnedDropout):
     def threshold(self, value: float) -> None:
         self._threshold = check_threshold(value, type(self).__name__)
 
+    @property
     def log_alpha(self) -> torch.Tensor:
-        """:math:`\\mathrm{clip}(\\log\\sigma^2 - \\log(\\theta^2 + 10^{-8}), -10, 10)`."""
+        """:math:`\\mathrm{clip}(\\log\\sigma^2 - \\log(\\theta^2 + 10^{-8}), -10, 10)`, the
+        weight's shape (read-only: derived from ``weight`` and ``log_sigma2``, differentiable)."""
         log_alpha = self.log_sigma2 - torch.log(self.weight.square() + EPS)
         return torch.clamp(log_alpha, *LOG_ALPHA_RANGE)
 
     def keep_mask(self) -> torch.Tensor:
         """Boolean mask of the weights kept at evaluation (log α < threshold)."""
-        return self.log_alpha() < self.threshold
+        return self.log_alpha < self.threshold
 
     def sparsity(self) -> float:
         """Fraction of weights pruned at evaluation (log α at or above ``threshold``)."""
@@ -88,10 +90,10 @@ class _SparseVD(LearnedDropout):
 
     def regularization(self) -> torch.Tensor:
         """Sum over the weights of the approximate KL (:func:`sparse_vd_kl`), a 0-d tensor."""
-        return sparse_vd_kl(self.log_alpha()).sum()
+        return sparse_vd_kl(self.log_alpha).sum()
 
     def rates(self) -> dict[str, torch.Tensor]:
-        return {"log_alpha": self.log_alpha()}
+        return {"log_alpha": self.log_alpha}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
