@@ -197,6 +197,19 @@ INTERPRETER_SNIPPET = textwrap.dedent(
             words = gpu.words(n, seed, offset, 0, "cpu")
             reference = torch.from_numpy(random_words(seed, offset, n).astype(np.int64))
             assert torch.equal(words, reference), ("words", n, offset)
+    # bfloat16: numpy has no bf16, so Triton's interpreter rounds fp32 -> bf16 by truncation
+    # where the GPU rounds to nearest even. The dropped positions must match exactly; kept
+    # values may differ by at most one bf16 ulp (2^-7 relative).
+    for n, offset, p in [(37, 3, 0.3), (4099, 2**40 + 1, 0.1)]:
+        x = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(torch.bfloat16)
+        keep = torch.from_numpy(keep_mask(seed, offset, (n,), p))
+        scale = 1.0 / (1.0 - p)
+        out = gpu.masked_scale(x, torch.empty_like(x), seed, offset, 0, threshold(p), scale)
+        expected = torch.where(keep, x.float() * scale, 0)
+        assert torch.equal(out[~keep], torch.zeros_like(out[~keep])), ("bf16 zeros", n)
+        assert torch.equal(out[keep] != 0, expected[keep] != 0), ("bf16 kept", n)
+        err = (out.float() - expected).abs()
+        assert bool((err <= expected.abs() * 2.0**-7).all()), ("bf16 values", n, err.max())
     print("triton interpreter: all equal")
     """
 )
