@@ -13,6 +13,7 @@ import dropkit.nn as dkn
 from dropkit import ConversionReport, convert
 from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
 from tests.helpers import import_peer
+from tests.mc import real_models
 from tests.stats import assert_binomial
 
 
@@ -63,7 +64,11 @@ def test_every_torch_type_is_replaced_with_rate_inplace_and_mode_kept() -> None:
     assert report.skipped == {}
     # Other modules keep their mode: the conv of the eval block is still in eval.
     assert (model.blocks[1]["conv"].training, model.stem[0].training) == (False, True)
-    assert not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+    # dropkit's layers subclass torch's (isinstance checks elsewhere keep working), so check
+    # exact types: no torch dropout class is left.
+    torch_types = {nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout}
+    assert not any(type(m) in torch_types | {nn.FeatureAlphaDropout} for m in model.modules())
+    assert all(isinstance(modules[path], nn.modules.dropout._DropoutNd) for path in EXPECTED)
 
 
 def test_p_overrides_every_rate_and_bad_rates_raise_before_anything_changes() -> None:
@@ -141,12 +146,50 @@ def test_train_mode_kept_fraction_matches_p() -> None:
 def test_converting_twice_is_a_no_op() -> None:
     model, first = convert(Nested())
     modules = dict(model.named_modules())
+    rates = {path: (type(m), m.p) for path, m in modules.items() if hasattr(m, "p")}
     again, second = convert(model)
     assert again is model
-    assert dict(model.named_modules()) == modules
-    assert (second.replaced, second.skipped, second.counts) == ({}, {}, Counter())
-    assert str(second) == "ConversionReport: nothing to convert"
+    assert dict(model.named_modules()) == modules  # the very same module objects
+    assert {path: (type(m), m.p) for path, m in modules.items() if hasattr(m, "p")} == rates
+    assert (second.replaced, second.skipped, second.rate_set) == ({}, {}, {})
+    assert str(second).startswith("ConversionReport: nothing to convert (not probed")
     assert first.replaced  # the first one did something
+
+
+def test_p_on_modules_that_already_are_dropkit_sets_their_rate() -> None:
+    model, _ = convert(Nested())
+    modules = dict(model.named_modules())
+    again, report = convert(model, p=0.3)
+    assert again is model
+    assert dict(model.named_modules()) == modules
+    assert report.replaced == {}
+    assert set(report.rate_set) == set(EXPECTED)
+    for path, (kind, old, new) in report.rate_set.items():
+        assert (modules[path].p, kind, old, new) == (
+            0.3,
+            f"dropkit.nn.{type(modules[path]).__name__}",
+            EXPECTED[path][2],
+            0.3,
+        )
+    assert "p 0.1 -> 0.3" in str(report)
+    # A mix: a torch module is replaced at the new rate, a dropkit one gets it set.
+    mixed, report = convert(nn.Sequential(nn.Dropout(0.1), dkn.DropPath(0.2)), p=0.4)
+    assert (mixed[0].p, mixed[1].p, list(report.replaced), list(report.rate_set)) == (
+        0.4,
+        0.4,
+        ["0"],
+        ["1"],
+    )
+
+
+def test_p_on_a_learned_rate_layer_raises_before_anything_changes() -> None:
+    model = nn.Sequential(nn.Dropout(0.1), dkn.ConcreteDropout(nn.Linear(4, 4)), dkn.Dropout(0.2))
+    with pytest.raises(
+        ValueError, match=r"convert: module '1' \(dropkit.nn.*ConcreteDropout\).*p=0.3"
+    ):
+        convert(model, p=0.3)
+    assert (type(model[0]), model[2].p) == (nn.Dropout, 0.2)  # nothing changed
+    assert convert(model)[1].rate_set == {}  # without p a learned layer is simply left alone
 
 
 class DropPath(nn.Module):
@@ -190,19 +233,20 @@ def test_transformer_block_converts_dropouts_and_reports_the_hand_written_drop_p
     model = TransformerBlock().eval()
     x = torch.randn(2, 5, 16)
     before = model(x)
-    converted, report = convert(model)
+    converted, report = convert(model, example_inputs=x)
     assert torch.equal(converted(x), before)
-    assert set(report.replaced) == {"attn_drop", "mlp.2", "mlp.4"}
+    assert not any(m.training for m in model.modules())  # the probe restored every flag
+    assert set(report.replaced) == {"attn_drop", "mlp.2", "mlp.4"} == report.called
     assert report.counts == Counter({"torch.nn.Dropout": 3})
     # Named DropPath but not timm's: its semantics are unknown, so it is reported, not mapped.
     assert list(report.skipped) == ["drop_path"]
     assert report.skipped["drop_path"][0] == "tests.test_convert.DropPath"
     assert type(model.drop_path) is DropPath
     lines = str(report).splitlines()
-    assert lines[0].split() == ["module", "old", "type", "new", "type"]
-    assert lines[1].split()[:3] == ["attn_drop", "torch.nn.Dropout", "dropkit.nn.Dropout"]
+    assert lines[0].split() == ["module", "old", "type", "new", "type", "in", "forward"]
+    assert lines[1].split() == ["attn_drop", "torch.nn.Dropout", "dropkit.nn.Dropout", "called"]
     assert lines[4].split()[:3] == ["drop_path", "tests.test_convert.DropPath", "skipped:"]
-    assert lines[-1] == "3 replaced, 1 skipped"
+    assert lines[-1] == "3 replaced, 3 of them called, 1 skipped"
 
 
 class ResidualBlock(nn.Module):
@@ -297,3 +341,158 @@ def test_real_timm_drop_path_and_torchvision_stochastic_depth() -> None:
     )
     x = torch.randn(4, 3)
     assert torch.equal(converted.eval()(x), reference(x))
+
+
+# ---------------------------------------------------------------- what the forward really runs
+
+
+def test_without_example_inputs_the_report_says_not_probed() -> None:
+    _model, report = convert(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
+    assert (report.probed, report.called, report.read_by_parent, report.not_called) == (
+        False,
+        None,
+        None,
+        None,
+    )
+    assert report.status("1") == "not probed"
+    assert (
+        str(report)
+        .splitlines()[-1]
+        .endswith("not probed: pass example_inputs= to see which modules the forward runs")
+    )
+
+
+def test_a_module_the_forward_never_calls_is_reported_not_called() -> None:
+    class Dead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Dropout(0.1), nn.Dropout(0.2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    model = Dead()
+    _, report = convert(model, example_inputs=torch.randn(3, 4))
+    assert (report.called, report.read_by_parent, report.not_called) == (
+        frozenset({"used"}),
+        {},
+        ("unused",),
+    )
+    assert [report.status(p) for p in ("used", "unused")] == ["called", "not called"]
+    assert model.training
+    assert model.used.training
+
+
+@pytest.mark.parametrize(
+    ("name", "impl"), [("bert", "eager"), ("bert", "sdpa"), ("gpt2", "eager"), ("gpt2", "sdpa")]
+)
+def test_hugging_face_attention_reads_the_rate_of_a_module_it_never_calls(
+    name: str, impl: str
+) -> None:
+    model, inputs = real_models.BUILDERS[name](impl)
+    converted, report = convert(model, example_inputs=inputs)
+    path, attention = {
+        "bert": (
+            "bert.encoder.layer.0.attention.self.dropout",
+            "bert.encoder.layer.0.attention.self",
+        ),
+        "gpt2": ("transformer.h.0.attn.attn_dropout", "transformer.h.0.attn"),
+    }[name]
+    assert path in report.replaced
+    parent, op, how = report.read_by_parent[path]
+    assert (parent, op, report.status(path)) == (
+        attention,
+        "aten.bernoulli_.float",
+        f"rate read by {attention}",
+    )
+    assert f"puts {attention} in train mode" in how
+    # every other replaced module runs; hidden dropout rates are 0 here but the modules run
+    assert report.called == set(report.replaced) - {path}
+    assert report.not_called == ()
+    # Oracle, independent of the probe: the module's forward never runs (a forward that
+    # raises goes unnoticed) but its rate is applied (p = 0 makes train mode deterministic).
+    module = converted.get_submodule(path)
+    module.forward = _raise
+    converted.train()
+    with torch.no_grad():
+        samples = [real_models.logits(real_models.call(converted, inputs)) for _ in range(2)]
+        assert not torch.equal(*samples)  # p = 0.3 applied by the attention
+        module.p = 0.0
+        assert torch.equal(
+            *(real_models.logits(real_models.call(converted, inputs)) for _ in range(2))
+        )
+
+
+def _raise(*args):
+    raise AssertionError("this dropout module's forward was called")
+
+
+def test_vit_float_attention_rate_is_reported_as_not_replaceable() -> None:
+    model, inputs = real_models.vit()
+    _, static = convert(copy.deepcopy(model))
+    _, report = convert(model, example_inputs=inputs)
+    attention = "vit.layers.0.attention"
+    for r in (static, report):
+        kind, what = r.internal[attention]
+        assert (kind, set(r.internal)) == (
+            "transformers.models.vit.modeling_vit.ViTAttention",
+            {attention},
+        )
+        assert what.startswith("float rate attention_dropout=0.3")
+    assert (
+        "puts vit.layers.0.attention in train mode and samples aten.bernoulli_"
+        in report.internal[attention][1]
+    )
+    assert report.read_by_parent == {}
+    # p does not reach a float in a module's forward: it stays 0.3, and the report says so
+    again, report = convert(model, p=0.1, example_inputs=inputs)
+    assert again.get_submodule(attention).attention_dropout == 0.3
+    assert attention in report.internal
+
+
+def test_transformer_encoder_dropout_modules_are_called_and_mha_is_internal() -> None:
+    model, x = real_models.encoder()
+    _converted, report = convert(model, example_inputs=x)
+    assert set(report.replaced) == {
+        "0.layers.0.dropout",
+        "0.layers.0.dropout1",
+        "0.layers.0.dropout2",
+        "2",
+    }
+    assert report.called == set(report.replaced)  # the eval fast path is not what was probed
+    kind, what = report.internal["0.layers.0.self_attn"]
+    assert kind == "torch.nn.MultiheadAttention"
+    assert what.startswith(
+        "dropout=0.3 inside torch's attention op; "
+        "dropkit.mc.predict puts 0.layers.0.self_attn in train mode"
+    )
+    assert set(report.internal) == {"0.layers.0.self_attn"}
+    assert "1 not replaceable" in str(report).splitlines()[-1]
+
+
+def test_lstm_inter_layer_dropout_is_internal_and_p_does_not_change_it() -> None:
+    model, x = real_models.lstm()
+    converted, report = convert(model, p=0.5, example_inputs=x)
+    assert (report.replaced, report.rate_set, converted.rnn.dropout) == ({}, {}, 0.3)
+    kind, what = report.internal["rnn"]
+    assert kind == "torch.nn.LSTM"
+    assert what.startswith(
+        "dropout=0.3 inside torch's RNN op; dropkit.mc.predict puts rnn in train mode"
+    )
+    # one layer: torch applies no inter-layer dropout, so there is nothing to report
+    single = nn.LSTM(4, 4, 1)
+    single.dropout = 0.3  # set after construction (the constructor warns about this case)
+    assert convert(single)[1].internal == {}
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "encoder", "lstm"])
+def test_converting_a_real_model_twice_is_a_no_op(name: str) -> None:
+    model, inputs = real_models.BUILDERS[name]()
+    model, first = convert(model, example_inputs=inputs)
+    modules = dict(model.named_modules())
+    again, second = convert(model, example_inputs=inputs)
+    assert again is model
+    assert dict(model.named_modules()) == modules
+    assert (second.replaced, second.rate_set, second.internal) == ({}, {}, first.internal)
+    assert second.called == first.called
+    assert second.read_by_parent == first.read_by_parent
