@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dropkit.rng.backend import draw_seed, resolve
+from dropkit.rng.backend import draw_key, resolve
 from dropkit.rng.function import PhiloxDropout
 from dropkit.rng.kernels import numba_available
 from dropkit.rng.ops import philox_dropout
@@ -44,9 +44,9 @@ def elementwise(
     ``torch.compile``.
     """
     if seed is None and offset == 0:
-        seed_t = draw_seed(generator)
+        seed_t, offset = draw_key(generator, 0, x.numel())
     else:
-        seed_t, offset = resolve_seed(seed, offset, generator)
+        seed_t, offset = resolve_seed(seed, offset, generator, x.numel())
     device = x.device
     be = "numba" if backend is None and device.type == "cpu" and numba_available() else None
     be = be or resolve(device, backend)

@@ -41,12 +41,19 @@ def mask_shape(shape: Sequence[int], dims: Sequence[int]) -> tuple[int, ...]:
 
 
 def resolve_seed(
-    seed: int | torch.Tensor | None, offset: int, generator: torch.Generator | None
+    seed: int | torch.Tensor | None,
+    offset: int,
+    generator: torch.Generator | None,
+    numel: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The call's seed as a 0-d int64 tensor: ``seed`` if given, else one fresh draw from
-    ``generator`` (default: torch's global generator)."""
+    ``generator`` (default: torch's global generator, or the active stream, whose
+    data-parallel shard moves ``offset`` by the rank's first element of the ``numel``-position
+    mask: :func:`dropkit.rng.backend.draw_key`)."""
     seed_t, offset = rng_backend.check_seed(seed, offset)
-    return (rng_backend.draw_seed(generator) if seed_t is None else seed_t), offset
+    if seed_t is None:
+        return rng_backend.draw_key(generator, offset, numel)
+    return seed_t, offset
 
 
 def random_words(
@@ -60,7 +67,7 @@ def random_words(
 ) -> torch.Tensor:
     """The Philox words (int64 in [0, 2^32)) of stream positions ``offset .. offset + n - 1``."""
     device = torch.device("cpu" if device is None else device)
-    seed_t, offset = resolve_seed(seed, offset, generator)
+    seed_t, offset = resolve_seed(seed, offset, generator, n)
     return philox_words(seed_t, offset, n, device, rng_backend.resolve(device, backend))
 
 
@@ -84,7 +91,7 @@ def bernoulli_mask(
     """
     shape = tuple(int(n) for n in shape)
     if p >= 1.0:  # nothing kept; the seed is still drawn so later draws do not shift
-        resolve_seed(seed, offset, generator)
+        resolve_seed(seed, offset, generator, math.prod(shape))
         return torch.zeros(shape, dtype=torch.bool, device=device)
     words = random_words(
         math.prod(shape), device=device, generator=generator, seed=seed, offset=offset,
@@ -262,7 +269,7 @@ def shared_mask_dropout(
     ``torch.mul``. A dropped ``inf`` or ``NaN`` gives ``NaN``, as in torch's ``Dropout2d`` and
     timm's ``drop_path``, except at ``p = 1``, which gives exact zeros.
     """
-    seed_t, offset = resolve_seed(seed, offset, generator)
+    seed_t, offset = resolve_seed(seed, offset, generator, math.prod(mask_shape(x.shape, dims)))
     if p >= 1.0 or scale == 0.0:
         nothing = torch.zeros((), dtype=torch.bool, device=x.device)
         return masked_scale(x, nothing, 0.0, inplace=inplace)

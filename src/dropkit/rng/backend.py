@@ -71,14 +71,21 @@ def resolve(device: torch.device, backend: str | None) -> str:
     return "reference"
 
 
+#: The active :class:`dropkit.rng.stream.Stream` (None: seeds come from torch's generator).
+active_stream = None
+
+
 def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
     """A fresh seed as a 0-d int64 CPU tensor, from ``generator`` or torch's default generator.
 
     Drawing from torch's (CPU) generator makes ``torch.manual_seed`` reproduce runs, and
     activation checkpointing, which restores that generator, replays the same masks. Keeping the
-    seed a tensor lets ``torch.compile`` trace the draw without a graph break.
+    seed a tensor lets ``torch.compile`` trace the draw without a graph break. Inside a
+    :func:`dropkit.rng.stream` (and no ``generator``) the seed is the stream's next key.
     """
     if generator is None:  # the common case, kept short: it runs on every dropout call
+        if active_stream is not None:
+            return active_stream.key(0, None)[0]
         # device="cpu" explicitly: under a torch.device("meta"/"cuda") context the seed must
         # still come from torch's CPU generator.
         return torch.randint(0, SEED_BOUND - 1, (), dtype=torch.int64, device="cpu")
@@ -86,6 +93,24 @@ def draw_seed(generator: torch.Generator | None = None) -> torch.Tensor:
         0, SEED_BOUND - 1, (), dtype=torch.int64, generator=generator, device=generator.device
     )
     return seed.cpu()
+
+
+def draw_key(
+    generator: torch.Generator | None = None, offset: int = 0, numel: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """``(seed, first stream position)`` of a call that draws its own seed and uses ``numel``
+    mask positions from ``offset``.
+
+    Outside a stream (or with a ``generator``): ``(draw_seed(generator), offset)``. Inside a
+    :func:`dropkit.rng.stream`: the stream's next key, and ``offset`` plus the position of this
+    process's first element when the stream is sharded (data-parallel mode adds the rank's
+    first global row times the row size, computed from ``numel``).
+    """
+    if generator is None:
+        if active_stream is None:
+            return torch.randint(0, SEED_BOUND - 1, (), dtype=torch.int64, device="cpu"), offset
+        return active_stream.key(offset, numel)
+    return draw_seed(generator), offset
 
 
 def check_seed(seed: object, offset: object) -> tuple[torch.Tensor | None, int]:
