@@ -114,7 +114,7 @@ def data_parallel(
         process_group: the data-parallel group (``torch.distributed``), default the world.
         seed: the stream seed, the same on every rank (checked); None broadcasts a draw from
             rank 0's torch generator.
-        model: the (unwrapped) model. Gives each call site its own key (its place in
+        model: the (unwrapped) model. Gives each call site its own key (its name in
             ``model.named_modules()``, see :func:`dropkit.rng.stream`), and gathers the local
             batch sizes (dim 0 of the first tensor argument) at each forward: unequal sizes
             raise ``ValueError`` on every rank, or, with ``allow_uneven``, take the rows

@@ -132,7 +132,8 @@ def _alpha(
     if not training or p == 0.0:  # torch returns the input itself here
         return x
     check_input(x, "alpha_dropout", inplace=inplace)
-    seed, offset = resolve_seed(rng["seed"], rng["offset"], rng["generator"])
+    numel = torch.Size(mask_shape(x.shape, dims)).numel()
+    seed, offset = resolve_seed(rng["seed"], rng["offset"], rng["generator"], numel)
     a, b = alpha_dropout_affine(p)
     if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
         nothing = torch.zeros((), dtype=torch.bool, device=x.device)
@@ -209,7 +210,7 @@ def feature_alpha_dropout(
     if not training or p == 0.0:  # torch returns the input itself here
         return input
     check_input(input, "feature_alpha_dropout", inplace=inplace)
-    seed_t, offset = resolve_seed(seed, offset, generator)
+    seed_t, offset = resolve_seed(seed, offset, generator, input.shape[:2].numel())
     a, b = alpha_dropout_affine(p)
     if a == 0.0:  # p = 1: everything dropped; zeros with zero gradient, as torch
         nothing = torch.zeros((), dtype=torch.bool, device=input.device)

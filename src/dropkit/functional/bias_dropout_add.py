@@ -58,7 +58,7 @@ def bias_dropout_add(
         )
     if not training:
         return residual + (x + bias)
-    seed_t, offset = resolve_seed(seed, offset, generator)
+    seed_t, offset = resolve_seed(seed, offset, generator, x.numel())
     scale = keep_scale(p)
     return _bias_dropout_add_op(
         x, bias, residual, seed_t, offset, p, scale, resolve(x.device, backend)

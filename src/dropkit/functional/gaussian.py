@@ -159,7 +159,7 @@ def gaussian_dropout(
     if not training or p == 0.0:  # no noise: the input itself, as the other variants
         return x
     check_input(x, "gaussian_dropout", inplace=inplace)
-    seed_t, offset = resolve_seed(seed, offset, generator)
+    seed_t, offset = resolve_seed(seed, offset, generator, x.numel())
     if inplace:
         return x.mul_(_noise(seed_t, tuple(x.shape), p, x.dtype, x.device, offset, backend))
     if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp

@@ -7,10 +7,12 @@ instead:
 
 * without ``model``, the ``c``-th draw of the stream (``c = 0, 1, ...``, in call order) uses
   ``key = call_key(seed, 0, c)``;
-* with ``model``, a call issued while the module at position ``j`` of ``model.named_modules()``
-  is running (the innermost one) and that module's ``c``-th draw use
-  ``key = call_key(seed, j + 1, c)``: a layer's masks do not move when another layer is
-  added, removed or skipped. Calls outside the model's modules use the site 0 counter.
+* with ``model``, the ``c``-th draw issued while the module named ``name`` in
+  ``model.named_modules()`` is running (the innermost one) uses
+  ``key = call_key(seed, site(name), c)``, ``site(name)`` the first 8 bytes of
+  ``blake2b(name)`` (little-endian) with the low bit set: a layer's masks do not move when
+  another layer is skipped (conditional computation) or another named layer is added. Calls
+  outside the model's modules use site 0.
 
 ``call_key`` is a splitmix64 chain (Steele, Lea & Flood 2014, "Fast splittable pseudorandom
 number generators", OOPSLA): ``key = mix(mix(mix(seed) ^ site) ^ c) >> 1``, a 63-bit value.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,6 +63,13 @@ def call_key(seed: int, site: int, call: int) -> int:
     return _mix(_mix(_mix(seed & _M64) ^ site) ^ call) >> 1
 
 
+def site_of(name: str) -> int:
+    """The call site of the module named ``name`` (``""``: the model itself): the first 8 bytes
+    of ``blake2b(name)``, little-endian, with the low bit set (never site 0)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") | 1
+
+
 class Stream:
     """A dropout stream: the source of keys for calls that get no ``seed=``/``generator=``.
 
@@ -74,7 +84,7 @@ class Stream:
         self.seed = seed
         self.counts: dict[int, int] = {}
         self.shard: Callable[[int], int] | None = None
-        self._sites: list[int] = []  # call sites (j + 1) of the running modules, innermost last
+        self._sites: list[int] = []  # call sites of the running modules, innermost last
         self._previous: list[Stream | None] = []
         self._hooks: list[Any] = []
         if model is not None:
@@ -153,8 +163,10 @@ class Stream:
         self._hooks.clear()
 
     def _watch(self, model: nn.Module) -> None:
+        root = site_of("")
+
         def enter(site: int, module: nn.Module, args: tuple) -> None:
-            if site == 1:  # the model itself starts a forward: forget a stack left by an error
+            if site == root:  # the model itself starts a forward: forget a stack left by an error
                 self._sites.clear()
             self._sites.append(site)
 
@@ -162,9 +174,10 @@ class Stream:
             if self._sites and self._sites[-1] == site:
                 self._sites.pop()
 
-        for j, (_, module) in enumerate(model.named_modules()):
-            self._hooks.append(module.register_forward_pre_hook(functools.partial(enter, j + 1)))
-            self._hooks.append(module.register_forward_hook(functools.partial(leave, j + 1)))
+        for name, module in model.named_modules():
+            site = site_of(name)
+            self._hooks.append(module.register_forward_pre_hook(functools.partial(enter, site)))
+            self._hooks.append(module.register_forward_hook(functools.partial(leave, site)))
 
     def __repr__(self) -> str:
         return f"Stream(seed={self.seed}, draws={sum(self.counts.values())})"
@@ -176,8 +189,8 @@ def stream(seed: int, model: nn.Module | None = None) -> Stream:
     Every dropkit functional and module called inside ``with stream(seed):`` without ``seed=``
     or ``generator=`` takes key ``call_key(seed, site, c)`` (see the module docstring) instead
     of a draw from torch's generator; element ``i`` keeps position ``offset + i``. With
-    ``model``, each call site is the module issuing the call (its place in
-    ``model.named_modules()``) and its own call count; forward hooks on ``model``'s modules
+    ``model``, each call site is the module issuing the call (its name in
+    ``model.named_modules()``) with its own call count; forward hooks on ``model``'s modules
     track it (:meth:`Stream.close` removes them). The same stream object can be entered again
     at every step; its counters carry on. Torch's own dropout (``torch.nn.Dropout``) is not
     affected: convert the model first (:func:`dropkit.convert`).
