@@ -113,7 +113,7 @@ def combine(
     (concatenated along N)."""
     t = accs[0].count
     kept = [a.samples() for a in accs]
-    samples = torch.cat(kept, 1) if kept[0] is not None else None
+    samples = None if kept[0] is None else kept[0] if len(kept) == 1 else torch.cat(kept, 1)
     mean = torch.cat([a.mean for a in accs])
     variance = torch.cat([a.variance() for a in accs])
     if task == "regression":

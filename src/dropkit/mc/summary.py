@@ -16,6 +16,10 @@ import math
 
 import torch
 
+#: Elements per temporary of the entropy and squared-deviation passes (4 MiB in fp32): a
+#: chunk is folded in slices of samples, so no full-size temporary is allocated.
+_SLICE = 1 << 20
+
 
 def _float(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -45,7 +49,7 @@ class Accumulator:
         if self.task == "classification":
             d = self.dim + 1
             values = values.softmax(d)
-            ent = torch.special.entr(values).sum(d).sum(0)
+            ent = sum(torch.special.entr(v).sum(d).sum(0) for v in self._slices(values))
             self.entropy = ent if self.entropy is None else self.entropy + ent
             if self.votes is None:
                 self.votes = torch.zeros(values.shape[1:], dtype=torch.int32, device=values.device)
@@ -59,7 +63,7 @@ class Accumulator:
             part = torch.logsumexp(logp, 0)
             self.lse = part if self.lse is None else torch.logaddexp(self.lse, part)
         mean_c = values.mean(0)
-        m2_c = (values - mean_c).square().sum(0)
+        m2_c = sum((v - mean_c).square_().sum(0) for v in self._slices(values))
         if self.mean is None:
             self.mean, self.m2 = mean_c, m2_c
         else:
@@ -71,12 +75,18 @@ class Accumulator:
         if self.keep:
             self.kept.append(values)
 
+    @staticmethod
+    def _slices(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return values.split(max(1, _SLICE // max(1, values[0].numel())))
+
     def variance(self) -> torch.Tensor:
         """Per-element variance over the samples (divided by T)."""
         return self.m2 / self.count
 
     def samples(self) -> torch.Tensor | None:
-        return torch.cat(self.kept) if self.keep else None
+        if not self.keep:
+            return None
+        return self.kept[0] if len(self.kept) == 1 else torch.cat(self.kept)  # no copy of one
 
     def log_likelihood_terms(self) -> torch.Tensor:
         """Regression: per-element log predictive density (needs targets and tau)."""
