@@ -170,3 +170,44 @@ def test_row_shard_refuses_what_it_cannot_split():
             F.dropout(torch.ones(2, 4), 0.5)
         with pytest.raises(RuntimeError, match="does not report its mask size"):
             draw_seed()
+
+
+MODULES = {
+    # one mask for the whole batch: every rank must use it unshifted (needs model=)
+    "dropconnect": lambda: dkn.DropConnectLinear(5, 5, p=0.3),
+    "droppath_batch": lambda: dkn.DropPath(0.3, mode="batch"),
+    "dropout_shared_dim0": lambda: dkn.Dropout(0.3, broadcast_dims=(0, -1)),
+    # batch-first masks: shifted by the rank's first row
+    "locked_batch_first": lambda: dkn.LockedDropout(0.3, batch_first=True),
+    "dropout_shared_dim1": lambda: dkn.Dropout(0.3, broadcast_dims=(1,)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_row_shards_of_modules_with_shared_masks(name):
+    torch.manual_seed(0)
+    module, x = MODULES[name](), torch.randn(6, 3, 5)
+    with stream(5, model=module) as s:
+        whole = module(x)
+    s.close()
+    parts = []
+    for rank in range(3):
+        with stream(5, model=module) as s:
+            s.shard = RowShard(rank, 3)
+            parts.append(module(x[2 * rank : 2 * rank + 2]))
+        s.close()
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_time_major_locked_dropout_shards_by_batch_without_model():
+    # (T, N, H): mask (1, N, H), element n * H + h at position n * H + h, so the even-batch
+    # shift rank * n is the rank's first batch row whichever layout.
+    x = torch.randn(4, 6, 5)
+    with stream(5):
+        whole = F.locked_dropout(x, 0.3)
+    parts = []
+    for rank in range(2):
+        with stream(5) as s:
+            s.shard = RowShard(rank, 2)
+            parts.append(F.locked_dropout(x[:, 3 * rank : 3 * rank + 3], 0.3))
+    assert torch.equal(torch.cat(parts, 1), whole)

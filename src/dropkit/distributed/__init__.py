@@ -17,7 +17,7 @@ See the "Distributed: world-size invariance" page of the docs for NCCL/GPU use.
 
 from __future__ import annotations
 
-from .data_parallel import RowShard, agreed_seed, data_parallel
+from .data_parallel import RowShard, agreed_seed, data_parallel, shares_batch_mask
 from .gather import gather_rows, sharded_predict
 from .tensor import dropout_shard, dtensor_dropout, shard_words
 
@@ -30,4 +30,5 @@ __all__ = [
     "gather_rows",
     "shard_words",
     "sharded_predict",
+    "shares_batch_mask",
 ]

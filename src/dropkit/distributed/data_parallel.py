@@ -10,7 +10,10 @@ over ``b_r`` local rows starts at
 
 (``rank * n`` when all local batches are equal). The global batch is the ranks' batches
 concatenated in rank order, and the batch must be dim 0 of every dropout input (and of the
-mask: elementwise dropout, ``Dropout1d/2d/3d``, ``DropPath``; not time-major RNN inputs). So W
+mask: elementwise dropout, ``Dropout1d/2d/3d``, ``DropPath``; not time-major RNN inputs).
+Masks shared by the whole batch (DropConnect, WeightDrop, EmbeddingDropout,
+``DropPath(mode="batch")``, ``Dropout`` sharing dim 0) are the same on every rank, when the
+mode is given the ``model`` (which tells which module issues each call). So W
 ranks on B/W rows each draw exactly the masks one process draws on the B rows, and with
 DDP's gradient averaging (equal local batches) the parameters follow the single-process run.
 """
@@ -59,11 +62,29 @@ def agreed_seed(seed: int | None, group: Any = None) -> int:
     return seed
 
 
+def shares_batch_mask(module: nn.Module, ndim: int | None) -> bool:
+    """Whether ``module`` draws one mask for its whole batch (dim 0), given its input's dims:
+    ``DropConnectLinear``, ``WeightDrop``, ``EmbeddingDropout``, ``DropPath`` /
+    ``StochasticDepth`` with ``mode="batch"``, ``Dropout`` sharing dim 0. Every rank then uses
+    the same (unshifted) mask, as one process would for the whole batch."""
+    from dropkit import nn as dkn
+
+    if isinstance(module, dkn.DropConnectLinear | dkn.WeightDrop | dkn.EmbeddingDropout):
+        return True
+    if isinstance(module, dkn.DropPath | dkn.StochasticDepth):
+        return getattr(module, "mode", "row") == "batch"
+    if isinstance(module, dkn.Dropout) and ndim:
+        return any(d % ndim == 0 for d in module.broadcast_dims)
+    return False
+
+
 class RowShard:
     """The stream position of a rank's first mask element: ``rows_before * (n / rows)``.
 
     Until :meth:`set_rows` reports the local batch sizes, every rank is assumed to hold the
-    same number of rows (``rank * n``).
+    same number of rows (``rank * n``). A call from a module whose mask is shared by the whole
+    batch (:func:`shares_batch_mask`; known only when the stream watches the model) is not
+    shifted.
     """
 
     def __init__(self, rank: int, world_size: int) -> None:
@@ -75,7 +96,9 @@ class RowShard:
         """The local batch sizes of all ranks (rank order) for the coming forward."""
         self.rows, self.rows_before = sizes[self.rank], sum(sizes[: self.rank])
 
-    def __call__(self, n: int) -> int:
+    def __call__(self, n: int, caller: tuple | None = None) -> int:
+        if caller is not None and shares_batch_mask(*caller):
+            return 0
         if self.rows is None:
             return self.rank * n
         if self.rows == 0:

@@ -74,8 +74,9 @@ class Stream:
     """A dropout stream: the source of keys for calls that get no ``seed=``/``generator=``.
 
     Use :func:`stream` to make one. ``shard`` (set by :mod:`dropkit.distributed`) maps a call's
-    number of mask positions ``n`` to the stream position of the first local element; None
-    means 0 (one process sees the whole tensor).
+    number of mask positions ``n`` and its caller (``(module, input dims)`` of the innermost
+    running module of ``model``, or None) to the stream position of the first local element;
+    None means 0 (one process sees the whole tensor).
     """
 
     def __init__(self, seed: int, model: nn.Module | None = None) -> None:
@@ -83,8 +84,9 @@ class Stream:
             raise ValueError(f"stream seed must be an int in [0, 2^63), got {seed!r}")
         self.seed = seed
         self.counts: dict[int, int] = {}
-        self.shard: Callable[[int], int] | None = None
-        self._sites: list[int] = []  # call sites of the running modules, innermost last
+        self.shard: Callable[[int, tuple | None], int] | None = None
+        # (site, module, dims of its first tensor argument) of the running modules, innermost last
+        self._sites: list[tuple[int, nn.Module, int | None]] = []
         self._previous: list[Stream | None] = []
         self._hooks: list[Any] = []
         if model is not None:
@@ -93,7 +95,7 @@ class Stream:
     # ------------------------------------------------------------------ keys
     def next_key(self) -> int:
         """The key of the next draw at the current call site (advances that site's counter)."""
-        site = self._sites[-1] if self._sites else 0
+        site = self._sites[-1][0] if self._sites else 0
         call = self.counts.get(site, 0)
         self.counts[site] = call + 1
         return call_key(self.seed, site, call)
@@ -110,7 +112,7 @@ class Stream:
                 "data-parallel mode; pass seed= and offset= explicitly, or call it outside "
                 "dropkit.distributed.data_parallel"
             )
-        return seed, offset + self.shard(numel)
+        return seed, offset + self.shard(numel, self._sites[-1][1:] if self._sites else None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -168,10 +170,11 @@ class Stream:
         def enter(site: int, module: nn.Module, args: tuple) -> None:
             if site == root:  # the model itself starts a forward: forget a stack left by an error
                 self._sites.clear()
-            self._sites.append(site)
+            ndim = args[0].dim() if args and isinstance(args[0], torch.Tensor) else None
+            self._sites.append((site, module, ndim))
 
         def leave(site: int, module: nn.Module, args: tuple, out: object) -> None:
-            if self._sites and self._sites[-1] == site:
+            if self._sites and self._sites[-1][0] == site:
                 self._sites.pop()
 
         for name, module in model.named_modules():
