@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 import dropkit.nn as dkn
 from dropkit import mc
 from dropkit.functional import drop_path, drop_path_residual
+from dropkit.functional.drop_path_residual import kept_rows
 from tests.stats import assert_binomial
 
 N, L, D = 12, 3, 6
@@ -26,6 +27,17 @@ def branch(dtype=torch.float64) -> nn.Module:
 
 def inputs(dtype=torch.float64) -> torch.Tensor:
     return torch.randn(N, L, D, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+
+def seed_keeping(want: str, mode: str, p: float = 0.5, n: int = N) -> int:
+    """A seed of torch's generator after which a module keeps ``want`` ("none", "some" or
+    "all") of ``n`` rows."""
+    for seed in range(1000):
+        generator = torch.Generator().manual_seed(seed)  # the stream manual_seed(seed) gives
+        kept = kept_rows(n, p, mode, ndim=3, generator=generator)[0].numel()
+        if {"none": kept == 0, "all": kept == n, "some": 0 < kept < n}[want]:
+            return seed
+    raise AssertionError(f"no seed keeps {want} rows")
 
 
 def grads(f: nn.Module, out: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
@@ -85,6 +97,43 @@ def test_all_dropped_gives_zero_parameter_gradients_as_drop_path_does():
     y.sum().backward()
     assert torch.equal(y, x)
     assert all(p.grad is not None and not p.grad.any() for p in f.parameters())
+
+
+class WithUnused(nn.Module):
+    """A branch holding a parameter its forward never uses (torch leaves its grad None)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.unused = branch(), nn.Linear(D, D).double()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.used(h)
+
+
+@pytest.mark.parametrize(("mode", "want"), [("row", "none"), ("batch", "none"), ("row", "some"),
+                                            ("fixed", "some"), ("batch", "all")])  # fmt: skip
+def test_parameter_gradients_are_zero_or_none_as_with_ordinary_drop_path(mode, want):
+    """Every gradient equals that of the ordinary form x + m * f(x) with the same mask m
+    (x + DropPath(f(x)) for "row"/"batch"): zero for the used parameters of a branch that keeps
+    nothing (it runs on an empty batch, so DDP sees them used), None for a parameter the
+    branch never uses."""
+    f, x = WithUnused(), inputs()
+    seed = seed_keeping(want, "row" if mode == "fixed" else mode, 0.8)
+    torch.manual_seed(seed)
+    dkn.StochasticDepth(f, 0.8, mode)(x).square().sum().backward()
+    got = {name: p.grad for name, p in f.named_parameters()}
+    f.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    rows, scale = kept_rows(N, 0.8, mode, ndim=3)
+    mask = torch.zeros(N, 1, 1, dtype=x.dtype).index_fill_(0, rows, scale)
+    (x + mask * f(x)).square().sum().backward()
+    for name, p in f.named_parameters():
+        if name.startswith("unused"):
+            assert got[name] is None, name
+            assert p.grad is None, name
+            continue
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-12, atol=1e-12)
+        assert bool(got[name].any()) == (want != "none"), name
 
 
 def test_extra_arguments_are_sliced_and_shared_ones_are_not():
@@ -153,29 +202,44 @@ def test_bad_arguments_raise():
         drop_path_residual(inputs(torch.float32), nn.Linear(D, 2), 0.5, seed=0)
 
 
-def test_checkpointing_replays_the_same_rows():
+@pytest.mark.parametrize("mode", ["row", "fixed", "batch"])
+def test_checkpointing_replays_the_same_rows(mode):
+    """Gradients with torch.utils.checkpoint equal those without (the recomputation draws
+    the same rows: the seed comes from torch's generator, which checkpointing restores)."""
     f = branch()
-    module = dkn.StochasticDepth(f, 0.5)
+    module = dkn.StochasticDepth(f, 0.5, mode)
     x = inputs().requires_grad_()
-    torch.manual_seed(3)
+    seed = seed_keeping("some" if mode != "batch" else "all", "row" if mode == "fixed" else mode)
+    torch.manual_seed(seed)
     plain = grads(f, module(x), x)
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     out = checkpoint(module, x, use_reentrant=False)
     for g, g_ref in zip(grads(f, out, x), plain, strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_autocast_matches_drop_path_under_autocast():
-    f, x = branch(torch.float32), inputs(torch.float32)
+    """bf16 autocast: the same output (dtype float32, the residual stream's) and the same
+    input and parameter gradients as x + drop_path(f(x)) under autocast."""
+    f, x = branch(torch.float32), inputs(torch.float32).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = drop_path_residual(x, f, 0.5, seed=9)
         ref = x + drop_path(f(x), 0.5, seed=9)
     assert y.dtype == ref.dtype == torch.float32
+    assert not torch.equal(y, x)
     assert torch.equal(y, ref)
+    for g, g_ref in zip(grads(f, y, x), grads(f, ref, x), strict=True):
+        # bf16 matmuls over a subset of rows may round their sums differently
+        torch.testing.assert_close(g, g_ref, rtol=2e-2, atol=2e-2)
 
 
 def test_compile_fixed_mode_static_shapes_no_recompiles():
+    """fullgraph, dynamic=False: one graph for every step (each keeps other rows), no
+    recompiles (torch._dynamo counters), outputs and gradients as in eager."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     graphs = []
 
     def counting(gm, example_inputs):
@@ -185,28 +249,49 @@ def test_compile_fixed_mode_static_shapes_no_recompiles():
     f = branch(torch.float32)
     module = dkn.StochasticDepth(f, 0.4, mode="fixed")
     compiled = torch.compile(module, backend=counting, fullgraph=True, dynamic=False)
-    x = inputs(torch.float32)
-    for step in range(3):
+    x = inputs(torch.float32).requires_grad_()
+    for step in range(4):
         torch.manual_seed(step)
         y = compiled(x)
-        y.sum().backward()
+        got = grads(f, y, x)
         torch.manual_seed(step)
-        torch.testing.assert_close(y, module(x))
+        ref = module(x)
+        torch.testing.assert_close(y, ref)
+        for g, g_ref in zip(got, grads(f, ref, x), strict=True):
+            torch.testing.assert_close(g, g_ref)
     assert len(graphs) == 1
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["recompiles"]
+    assert not counters["graph_break"]
     torch._dynamo.reset()
 
 
 def test_compile_row_mode_dynamic_shapes():
+    """dynamic=True: the kept subset's size varies from step to step (and the batch size
+    with it) without new graphs after the first steps; outputs and gradients as in eager."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     f = branch(torch.float32)
     module = dkn.StochasticDepth(f, 0.4)
     compiled = torch.compile(module, backend="aot_eager", dynamic=True)
-    for n in (8, 12):
-        x = inputs(torch.float32)[:n]
-        torch.manual_seed(n)
+    sizes, graphs = set(), []
+    for step, n in enumerate((12, 12, 8, 12, 8, 12, 12, 8)):
+        x = inputs(torch.float32)[:n].requires_grad_()
+        seed = seed_keeping("some", "row", 0.4, n) + 7 * step
+        torch.manual_seed(seed)
         y = compiled(x)
-        torch.manual_seed(n)
-        torch.testing.assert_close(y, module(x))
+        got = grads(f, y, x)
+        torch.manual_seed(seed)
+        ref = module(x)
+        torch.testing.assert_close(y, ref)
+        for g, g_ref in zip(got, grads(f, ref, x), strict=True):
+            torch.testing.assert_close(g, g_ref)
+        sizes.add(int((y != x).flatten(1).any(1).sum()))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert len(sizes) >= 3  # the subset size did vary
+    assert graphs[2:] == [graphs[2]] * (len(graphs) - 2), graphs  # no recompiles after warm-up
     torch._dynamo.reset()
 
 
