@@ -18,6 +18,10 @@ the same with ``replicate_in_memory=False`` (a loop) and ``MCCachingModule`` wit
 Before timing, ``consistent=True`` with a fixed seed must give the same samples by loop,
 batched and prefix (``torch.allclose``; the largest difference is printed).
 
+``--real``: five models nobody here wrote (Hugging Face BERT, GPT-2 and ViT from tiny configs,
+an ``nn.TransformerEncoder`` model and an ``nn.LSTM(dropout=0.3)`` model), batch 16, T = 50,
+dropkit ``auto`` against baal's default with a z-test of the means (``bench/_mc_real.py``).
+
 Targets (GPU): ``auto`` ≥ 8× faster than the naive loop on (b) and ≥ 5× on (a); ≥ 1.5× faster
 than baal's ``predict_on_batch`` on (b). On the CPU they are printed as information. Usage:
 ``.venv/bin/python bench/mc_dropout.py [--device cpu|cuda] [--samples T] [--repeats R]
@@ -389,6 +393,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="torch and numba threads (default: all)")
     parser.add_argument("--no-baal", action="store_true", help="skip baal even if installed")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="instead: BERT, GPT-2, ViT, TransformerEncoder and LSTM models side by side with "
+        "baal (batch 16, T = 50, CPU; see bench/_mc_real.py)",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument(
         "--section", help="BENCHMARKS.md key (default mc_dropout_cpu / mc_dropout_<GPU name>)"
@@ -454,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    if args.real:
+        import _mc_real
+
+        return _mc_real.main(args)
     version = None if args.no_baal else baal_version()
     if version is None:
         why = "--no-baal" if args.no_baal else "baal not installed"
