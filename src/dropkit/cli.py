@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import zlib
@@ -200,18 +201,50 @@ def _run(args: argparse.Namespace, name: str, seeds: Sequence[int], command: str
     if args.resume:
         _check_resume(args, recipe)
     require("matplotlib", f"dropkit {args.command}")  # the report's plots, before any training
-    progress = not args.no_progress and sys.stderr.isatty()
+    world = _join_processes(args, name)  # under torchrun: DDP; rank 0 alone writes the run
+    main_rank = world is None or world.rank == 0
+    progress = main_rank and not args.no_progress and sys.stderr.isatty()
     if progress:
         require("tqdm", "progress bars (or pass --no-progress)")
-    print(f"dropkit {__version__}: {recipe.name} - {recipe.summary}", flush=True)
-    run_dir = run_recipe(
-        name, out=args.out, rates=args.p, seeds=seeds, epochs=args.epochs, device=args.device,
-        overrides=args.set or (), variants=args.variants, resume=args.resume,
-        progress=progress, data_path=args.data, command=command,
-    )  # fmt: skip
-    print()
-    _print_results(run_dir)
+    if main_rank:
+        print(f"dropkit {__version__}: {recipe.name} - {recipe.summary}", flush=True)
+    from .experiments import distributed
+
+    out = Path(args.out) if args.out is not None else None
+    with distributed.run_folder(out, args.resume) as folder:
+        run_dir = run_recipe(
+            name, out=folder, rates=args.p, seeds=seeds, epochs=args.epochs, device=args.device,
+            overrides=args.set or (), variants=args.variants, resume=args.resume,
+            progress=progress, data_path=args.data, command=command, report=main_rank,
+        )  # fmt: skip
+        distributed.shutdown()
+    if main_rank:
+        print()
+        _print_results(run_dir)
     return 0
+
+
+def _join_processes(args: argparse.Namespace, name: str):
+    """Under ``torchrun`` (RANK and WORLD_SIZE set): join the process group, agree on the run
+    folder, and turn torchrun's stop signal into a one-line error on this rank."""
+    from .experiments import distributed
+
+    world = distributed.from_environment(args.device)
+    if world is None:
+        return None
+    if args.out is None:
+        from .experiments.runner import default_out
+
+        args.out = distributed.agree(str(default_out(name)))
+
+    def stop(signum: int, frame: object) -> None:
+        raise CommandError(
+            f"rank {world.rank} of {world.size}: stopped because another process of the run "
+            "failed or was stopped (its error is above); the run folder holds whole files only"
+        )
+
+    signal.signal(signal.SIGTERM, stop)
+    return world
 
 
 def _command_line(argv: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ from dropkit import mc
 from dropkit.metrics import brier_score, expected_calibration_error, negative_log_likelihood
 from dropkit.metrics._optional import require
 
+from . import distributed
 from .recipe import TrialContext, derive_seed
 from .runs import CheckpointError, TrialDir
 
@@ -118,6 +119,8 @@ def fit(
     torch.manual_seed(ctx.seed)
     start = 0
     trial = ctx.trial
+    # Under torchrun: DDP, each rank its rows of every batch, world-size-invariant masks.
+    dp = distributed.DataParallelFit(model, ctx.seed, ctx.device) if distributed.current() else None
     state = trial.load_checkpoint(CHECKPOINT_KEYS) if ctx.resume else None
     if state is not None:
         try:
@@ -130,6 +133,8 @@ def fit(
             reason = f"does not fit this trial: {type(error).__name__}"
             raise CheckpointError(trial.file(TrialDir.CHECKPOINT), reason) from None
         start = int(state["epoch"])
+        if dp is not None and "stream" in state:
+            dp.stream.load_state_dict(state["stream"])
     trial.truncate(start)
     bar = _bar(ctx, ctx.epochs * steps_per_epoch, start * steps_per_epoch)
     try:
@@ -138,14 +143,19 @@ def fit(
             model.train()
             total, count = 0.0, 0
             for batch in batches(epoch):
-                loss = loss_fn(model, batch)
+                if dp is None:
+                    loss = step_loss = loss_fn(model, batch)
+                else:
+                    with dp.stream:
+                        step_loss = loss_fn(dp.ddp, dp.local(batch)) * dp.weight()
+                    loss = dp.global_mean(step_loss / dp.weight())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"{ctx.label}: the training loss became {loss.item()} in epoch {epoch}; "
                         "lower the learning rate (--set lr=...)"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss.backward()
                 if max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                 optimizer.step()
@@ -167,12 +177,15 @@ def fit(
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedulers": [s.state_dict() for s in schedulers],
                 "rng": _rng_state(ctx.device),
+                **({"stream": dp.stream.state_dict()} if dp is not None else {}),
             })  # fmt: skip
             if ctx.on_epoch is not None:
                 ctx.on_epoch(record)
     finally:
         if bar is not None:
             bar.close()
+        if dp is not None:
+            dp.stream.close()
     model.eval()
     return trial.metrics()
 
