@@ -48,12 +48,12 @@ class Accumulator:
         k = values.shape[0]
         if self.task == "classification":
             d = self.dim + 1
-            values = values.softmax(d)
-            ent = sum(torch.special.entr(v).sum(d).sum(0) for v in self._slices(values))
+            logits, values = values, values.softmax(d)
+            winners = values.argmax(d, keepdim=True)  # (k, N, .., 1, ..)
+            ent = self._entropy(logits, values, winners, d)
             self.entropy = ent if self.entropy is None else self.entropy + ent
             if self.votes is None:
                 self.votes = torch.zeros(values.shape[1:], dtype=torch.int32, device=values.device)
-            winners = values.argmax(d, keepdim=True)  # (k, N, .., 1, ..)
             ones = torch.ones_like(winners[0], dtype=torch.int32)
             for j in range(k):
                 self.votes.scatter_add_(self.dim, winners[j], ones)
@@ -74,6 +74,18 @@ class Accumulator:
         self.count += k
         if self.keep:
             self.kept.append(values)
+
+    def _entropy(self, logits, probs, winners, d: int) -> torch.Tensor:
+        r"""Summed entropy over the chunk's samples, ``(N, ..)``, without a per-element log:
+        :math:`H[p] = \operatorname{lse}(x) - \sum_c p_c x_c`, and
+        :math:`\operatorname{lse}(x) = x_w - \log p_w` at the arg-max ``w`` (``p_w >= 1/C``).
+        Logits of -inf (``0 * -inf``) fall back to ``entr``."""
+        pairs = zip(self._slices(probs), self._slices(logits), strict=True)
+        dot = torch.cat([(p * x).sum(d) for p, x in pairs])  # (k, N, ..)
+        if bool(dot.isnan().any()):
+            return sum(torch.special.entr(p).sum(d).sum(0) for p in self._slices(probs))
+        lse = (logits.gather(d, winners) - probs.gather(d, winners).log()).squeeze(d)
+        return (lse - dot).clamp_min_(0.0).sum(0)
 
     @staticmethod
     def _slices(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
