@@ -496,3 +496,11 @@ def test_converting_a_real_model_twice_is_a_no_op(name: str) -> None:
     assert (second.replaced, second.rate_set, second.internal) == ({}, {}, first.internal)
     assert second.called == first.called
     assert second.read_by_parent == first.read_by_parent
+
+
+def test_probing_a_model_without_any_dropout_rate_reports_calls_and_does_not_raise() -> None:
+    _, report = convert(
+        nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0)), example_inputs=torch.randn(3, 2)
+    )
+    assert (report.called, report.read_by_parent, report.internal) == (frozenset({"1"}), {}, {})
+    assert report.status("1") == "called"  # it runs, at rate 0: mc.predict would raise, not this

@@ -222,6 +222,22 @@ def _internal(module: nn.Module) -> str | None:
     return f"float rate {', '.join(rates)} in its forward" if rates else None
 
 
+def _train_mode_calls(model: nn.Module, forward: Callable[[], object]) -> list:
+    """The stochastic calls of one forward with every module without running statistics in
+    train mode (what MC mode would want to sample); flags restored."""
+    from dropkit.mc.modes import has_running_stats
+    from dropkit.mc.probe import record
+
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        for m, _ in flags:
+            m.training = not has_running_stats(m)
+        return record(model, forward)
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 def _probe(model: nn.Module, example_inputs: object, report: dict) -> None:
     """One probing forward (and MC mode's plan): fill ``called``, ``read_by_parent`` and what
     MC mode does with each ``internal`` entry."""
@@ -236,11 +252,12 @@ def _probe(model: nn.Module, example_inputs: object, report: dict) -> None:
         m.register_forward_pre_hook(lambda m, args: called.add(dropouts[id(m)]))
         for m in {id(m): m for m in model.modules() if id(m) in dropouts}.values()
     ]
+    forward = lambda: batch.clone()(model)  # noqa: E731  (clone: in-place layers on x)
     try:
-        plan = plan_sampling(model, lambda: batch(model))
+        plan = plan_sampling(model, forward)
         calls, train, error = plan.calls, set(plan.train), None
     except ValueError as err:  # nothing stochastic, or an op MC mode cannot reach
-        calls, train, error = (), set(), str(err)
+        calls, train, error = _train_mode_calls(model, forward), set(), str(err)
     finally:
         for handle in handles:
             handle.remove()
