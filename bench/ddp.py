@@ -148,6 +148,8 @@ def main() -> None:
             f"alternating blocks per variant; {args.threads} torch thread(s) per CPU rank.",
             "dropkit's mode adds one all-gather of the local batch size per forward (the "
             "uneven-batch check) and a key derivation per dropout call.",
+            f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+            "(shared machine: differences under ~10 % are noise).",
         ]
         env = environment(args.device)
         body = render_section(title, env, command_line(), [table, summary], notes)
