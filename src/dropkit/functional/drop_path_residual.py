@@ -160,7 +160,9 @@ def drop_path_residual(
         )
     if scale_by_keep:
         out = _scaled(out, scale)
-    return x.index_add(0, rows, out.to(x.dtype))
+    # index_add's backward keeps its source (the branch output) alive; an accumulating
+    # index_put adds the same values but saves only the indices.
+    return x.index_put((rows,), out.to(x.dtype), accumulate=True)
 
 
 __all__ = ["MODES", "drop_path_residual", "kept_rows"]
