@@ -176,7 +176,9 @@ def _tensor_parallel_and_mc(world: int, result: dict) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
+    from dropkit import functional as F
     from dropkit.distributed import dtensor_dropout, sharded_predict
+    from dropkit.rng import stream
 
     mesh = init_device_mesh("cpu", (world,))
     whole = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -187,6 +189,10 @@ def _tensor_parallel_and_mc(world: int, result: dict) -> None:
         result[name] = y.full_tensor()
         result[name + "_grad"] = x.grad.full_tensor()
         result[name + "_local"] = y.to_local()
+        with stream(11):  # a dropkit module on a DTensor, keyed by a stream on every rank
+            result[name + "_module"] = dkn.Dropout(0.5)(x).full_tensor()
+        shared = F.dropout(x.detach(), 0.5, broadcast_dims=(2,), seed=11)  # mask (3, 4, 1)
+        result[name + "_shared"] = shared.full_tensor()
     result["mc"] = sharded_predict(
         mc_model(), mc_pool(), samples=8, batch_size=4, seed=5, target=1, strategy="loop"
     )

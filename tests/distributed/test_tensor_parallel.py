@@ -17,8 +17,8 @@ if not torch.distributed.is_available():  # pragma: no cover - builds without di
     pytest.skip("torch.distributed is not available in this torch build", allow_module_level=True)
 
 from dropkit import functional as F
-from dropkit.distributed import dropout_shard, dtensor_dropout, tensor
-from dropkit.rng import stream
+from dropkit.distributed import dropout_shard, dtensor_dropout
+from dropkit.rng import shard, stream
 
 SHAPE = (3, 4, 6)
 
@@ -33,7 +33,7 @@ def blocks(shape, parts=2):
 
 @pytest.mark.parametrize("max_runs", [32, 0])
 def test_every_block_is_its_part_of_the_whole(max_runs, monkeypatch):
-    monkeypatch.setattr(tensor, "MAX_RUNS", max_runs)  # 0: the gathered-span path
+    monkeypatch.setattr(shard, "MAX_RUNS", max_runs)  # 0: the gathered-span path
     x = torch.randn(SHAPE, dtype=torch.float64)
     whole = F.dropout(x, 0.4, seed=5, offset=17)
     for dim, start, size in blocks(SHAPE):
@@ -88,6 +88,10 @@ def test_dtensor_on_four_ranks(name, ranks):
     for res in ranks:
         assert torch.equal(res[name], expected)
         assert torch.equal(res[name + "_grad"], grad)
+        with stream(11):
+            assert torch.equal(res[name + "_module"], F.dropout(whole, 0.5))
+        shared = F.dropout(whole, 0.5, broadcast_dims=(2,), seed=11)
+        assert torch.equal(res[name + "_shared"], shared)
     local = [res[name + "_local"] for res in ranks]
     if name == "rep":  # replicated: the same mask on every rank
         assert all(torch.equal(t, local[0]) for t in local)

@@ -14,6 +14,7 @@ from dropkit.rng.backend import draw_key, resolve
 from dropkit.rng.function import PhiloxDropout
 from dropkit.rng.kernels import numba_available
 from dropkit.rng.ops import philox_dropout
+from dropkit.rng.shard import dtensor_dropout, is_dtensor
 
 from ._validation import check_input, check_p
 from .mask import bernoulli_mask, keep_scale, mask_shape, masked_scale, resolve_seed, shared_dims
@@ -129,6 +130,10 @@ def dropout(
         check_input(x, "dropout", inplace=True)
     scale = keep_scale(p) if inverted else 1.0
     dims = shared_dims(x.shape, broadcast_dims, "dropout") if broadcast_dims else ()
+    if is_dtensor(x):  # tensor parallel: each shard its block of the whole tensor's mask
+        out = dtensor_dropout(x, p, scale, dims, seed=seed, offset=offset, backend=backend,
+                              generator=generator)  # fmt: skip
+        return x.copy_(out) if inplace else out
     if not dims:  # elementwise: one fused pass, mask regenerated in backward
         out = elementwise(
             x, p, scale, seed=seed, offset=offset, backend=backend, generator=generator
