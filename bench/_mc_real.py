@@ -245,7 +245,8 @@ def report(results: list[ModelResult], share: tuple[float, float, float] | None)
     from _harness import markdown_table
 
     header = ["model", "dropkit auto min ms", "baal default min ms", "baal train() min ms"]
-    header += ["baal default / dropkit ×", "dropkit ran as", "ops sampled"]
+    header += ["baal default / dropkit ×", "baal train() / dropkit ×", "dropkit ran as"]
+    header += ["ops sampled"]
     header += ["baal default vs dropkit (means)", "baal train() vs dropkit (means)"]
     body = []
     for res in results:
@@ -257,6 +258,7 @@ def report(results: list[ModelResult], share: tuple[float, float, float] | None)
                 f"{best[CASES[1]]:.1f}",
                 f"{best[CASES[2]]:.1f}",
                 f"{best[CASES[1]] / best[CASES[0]]:.2f}",
+                f"{best[CASES[2]] / best[CASES[0]]:.2f}",
                 res.strategy.split(" (")[0],
                 str(res.sampled),
                 _fmt_agree(*res.agree[CASES[1]]),
@@ -264,7 +266,14 @@ def report(results: list[ModelResult], share: tuple[float, float, float] | None)
             ]
         )
     blocks = [markdown_table(header, body)]
-    notes = []
+    faster = [r for r in results if min(r.times[CASES[1]]) >= min(r.times[CASES[0]])]
+    notes = [
+        f"Target (dropkit auto at least as fast as baal's default on every model): met on "
+        f"{len(faster)} of {len(results)} ({', '.join(LABELS[r.name] for r in faster) or 'none'}). "
+        "baal's default does less work than dropkit wherever it misses dropout (see the note "
+        "on the means), so the like-for-like comparison is baal train() (the same sampled "
+        "set): the column baal train() / dropkit."
+    ]
     if share is not None:
         total, best, median = share
         verdict = "met" if best <= 0.20 else "not met"
