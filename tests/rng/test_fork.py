@@ -23,7 +23,16 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is tested on Linux"),
 ]
 P = 0.5
-SMALL, LARGE = 64, 4 * threads.SERIAL_MAX
+#: The serial/parallel switch is lowered for these tests (see ``small_serial_max``), so that
+#: LARGE runs the parallel twins while torch's own fills stay single-threaded: torch's GNU
+#: OpenMP pool, like numba's, hangs a forked child that reuses it.
+SERIAL_MAX = 1 << 13
+SMALL, LARGE = 64, 4 * SERIAL_MAX
+
+
+@pytest.fixture(autouse=True)
+def small_serial_max(monkeypatch):
+    monkeypatch.setattr(threads, "SERIAL_MAX", SERIAL_MAX)
 
 
 def _run_every_kernel(seed: int, offset: int, n: int) -> dict[str, torch.Tensor]:

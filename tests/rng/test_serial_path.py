@@ -60,3 +60,25 @@ def test_thread_count_follows_torch_and_numba_setting_is_restored():
         torch.set_num_threads(saved)
     assert np.array_equal(out, philox.random_words(3, 0, n))
     assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [5, 4 * cpu.BLOCK + 3, threads.SERIAL_MAX + 1])
+def test_half_and_scaled_keep_twins_agree_with_the_reference(n):
+    """The bfloat16/float16 kernel (uint16 bits) and the shared-mask fill give the reference's
+    keep decisions on both twins: kept values are ``x * scale`` in float32 rounded once."""
+    offset, thr, scale = 6, philox.keep_threshold(0.3), 1 / 0.7
+    keep = philox.random_words(11, offset, n) >= thr
+    x32 = torch.randn(n)
+    for dtype, is_bf16 in ((torch.bfloat16, True), (torch.float16, False)):
+        x = x32.to(dtype)
+        bits = x.view(torch.int16).numpy().view(np.uint16)
+        expected = torch.where(torch.from_numpy(keep), x.float() * np.float32(scale), 0.0)
+        expected = expected.to(dtype).view(torch.int16).numpy()
+        for kernel in (cpu._masked_scale_half_serial, cpu._masked_scale_half_parallel):
+            out = np.empty_like(bits)
+            kernel(bits, out, 11, offset, 0, thr, scale, is_bf16)
+            assert np.array_equal(out.view(np.int16), expected)
+    for kernel in (cpu._scaled_keep_serial, cpu._scaled_keep_parallel):
+        out = np.empty(n, np.float32)
+        kernel(out, 11, offset, 0, thr, scale)
+        assert np.array_equal(out, np.where(keep, np.float32(scale), np.float32(0)))

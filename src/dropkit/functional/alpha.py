@@ -6,9 +6,13 @@ Klambauer et al. 2017, "Self-Normalizing Neural Networks" (arXiv:1706.02515), se
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _fwd_ad
 
 from dropkit.reference.alpha import ALPHA_PRIME, alpha_dropout_affine
 from dropkit.rng.backend import resolve
+from dropkit.rng.function import PhiloxDropout
+from dropkit.rng.kernels import cpu_kernels
+from dropkit.rng.ops import cached_threshold
 
 from ._validation import check_input, check_p
 from .mask import batch_first, bernoulli_mask, mask_shape, resolve_seed, scaled_keep_mask
@@ -144,7 +148,54 @@ def _alpha(
     backend = resolve(x.device, rng["backend"])
     if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp
         return _alpha_op(x, seed, offset, p, list(mask_shape(x.shape, dims)), backend)
+    if (
+        backend == "numba"
+        and x.dtype in _FUSED
+        and x.is_contiguous()
+        and not _functorch_active()
+        and _fwd_ad._current_level < 0
+    ):  # plain eager CPU: one fused numba pass each way
+        if x.requires_grad and torch.is_grad_enabled():
+            return _eager_alpha_apply(x, seed, offset, p, backend)
+        return _alpha_numba(x, int(seed), offset, p)
     return _AlphaDropout.apply(x, seed, offset, p, backend)
+
+
+_FUSED = (torch.float32, torch.float64)
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def _alpha_numba(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:
+    """:func:`_alpha_formula` under the Philox mask, by the fused numba kernel (same roundings:
+    ``where(keep, x, alpha') * a``, then ``+ b``, in ``x``'s dtype)."""
+    a, b = alpha_dropout_affine(p)
+    out = torch.empty_like(x)
+    flat = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
+    cpu_kernels().alpha_affine_kernel(
+        flat, out.numpy().reshape(-1), seed, offset, 0, cached_threshold(p), ALPHA_PRIME, a, b
+    )
+    return out
+
+
+class _EagerAlpha(torch.autograd.Function):
+    """Plain eager reverse mode of :class:`_AlphaDropout` (no ``torch.func``, no forward AD):
+    the classic ``forward(ctx, ...)`` form; backward is ``where(keep, dy * a, 0)``, the
+    elementwise dropout kernel with scale ``a`` on the regenerated mask."""
+
+    @staticmethod
+    def forward(ctx, x, seed, offset, p, backend):
+        ctx.save_for_backward(seed)  # the mask is regenerated in backward, never stored
+        ctx.args = (offset, p, alpha_dropout_affine(p)[0], backend)
+        return _alpha_numba(x, int(seed), offset, p)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seed,) = ctx.saved_tensors
+        offset, p, a, backend = ctx.args
+        return PhiloxDropout.call(grad, seed, offset, p, a, backend), None, None, None, None
+
+
+_eager_alpha_apply = super(torch.autograd.function._SingleLevelFunction, _EagerAlpha).apply
 
 
 def alpha_dropout(

@@ -19,6 +19,9 @@ from dropkit.rng.shard import dtensor_dropout, is_dtensor
 from ._validation import check_input, check_p
 from .mask import bernoulli_mask, keep_scale, mask_shape, masked_scale, resolve_seed, shared_dims
 
+_NUMBA = numba_available()
+_is_compiling = torch.compiler.is_compiling
+
 
 def scale_all(x: torch.Tensor, scale: float, *, inplace: bool = False) -> torch.Tensor:
     """``x * scale`` (in place with ``inplace``); exact zeros, never NaN, when ``scale == 0``."""
@@ -120,6 +123,25 @@ def dropout(
         >>> bool(((y == 0) | (y == 2)).all() and (y == y[:, :1]).all())
         True
     """
+    if (
+        training
+        and type(p) is float
+        and 0.0 < p < 1.0
+        and not inplace
+        and inverted
+        and not broadcast_dims
+        and seed is None
+        and offset == 0
+        and backend is None
+        and generator is None
+        and type(input) is torch.Tensor
+        and input.is_floating_point()
+        and input.is_cpu
+        and _NUMBA
+        and not _is_compiling()
+    ):  # the common call, with nothing to validate or resolve: straight to the kernel
+        seed_t, offset = draw_key(None, 0, input.numel())
+        return PhiloxDropout.call(input, seed_t, offset, p, 1.0 / (1.0 - p), "numba")
     x = check_input(input, "dropout")
     p = check_p(p, "dropout")
     if p == 0.0 or (not training and inverted):

@@ -8,6 +8,7 @@ stream position ``offset + i``, so a mask is a pure function of ``(seed, offset,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -15,8 +16,12 @@ import numpy as np
 import torch
 
 from dropkit.rng import backend as rng_backend
-from dropkit.rng import cpu
-from dropkit.rng.ops import philox_words, threshold
+from dropkit.rng.kernels import cpu_kernels, numba_available
+from dropkit.rng.ops import cached_threshold, philox_words, threshold
+
+_NUMBA = numba_available()
+_functorch_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
 
 
 def shared_dims(shape: Sequence[int], broadcast_dims: Sequence[int], owner: str) -> tuple[int, ...]:
@@ -127,14 +132,31 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-if cpu.AVAILABLE:
-    from dropkit.rng.jitcache import cached_njit
+@functools.lru_cache(maxsize=256)
+def _mask_value(scale: float, dtype: torch.dtype) -> tuple[np.dtype, int | float]:
+    """NumPy dtype and fill value of a scaled keep mask in ``dtype``: ``scale`` in the wide type
+    (:func:`_wide`), then rounded to ``dtype``; half types as their uint16 bits."""
+    if dtype in (torch.float16, torch.bfloat16):
+        wide = torch.tensor(scale, dtype=torch.float32).to(dtype)
+        return np.dtype(np.uint16), int(wide.view(torch.int16).item()) & 0xFFFF
+    if dtype == torch.float64:
+        return np.dtype(np.float64), float(scale)
+    return np.dtype(np.float32), float(np.float32(scale))
 
-    @cached_njit()
-    def _fill_scaled(words, thr, scale, out):  # pragma: no cover - compiled
-        """``out[i] = scale`` where ``words[i] >= thr`` (unsigned), else 0."""
-        for i in range(words.size):
-            out[i] = scale if words[i] >= thr else 0.0
+
+def _cpu_scaled_keep(shape: tuple[int, ...], seed: int, offset: int, p: float, scale: float,
+                     dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+    """The scaled keep mask filled by one numba pass straight into a NumPy-owned buffer (numba
+    types a NumPy array faster than a view of a torch tensor; at these sizes dispatch is the
+    whole cost), wrapped without a copy."""
+    np_dtype, value = _mask_value(scale, dtype)
+    values = np.empty(shape, dtype=np_dtype)
+    thr = cached_threshold(p)
+    cpu_kernels().scaled_keep_kernel(values.reshape(-1), seed, offset, 0, thr, value)
+    mask = torch.from_numpy(values)
+    if np_dtype == np.uint16:
+        return mask.view(dtype)
+    return mask if mask.dtype == dtype else mask.to(dtype)
 
 
 @torch.library.custom_op("dropkit::scaled_keep_mask", mutates_args=())
@@ -224,21 +246,14 @@ def scaled_keep_mask(
     """
     device = x.device
     if (
-        device.type == "cpu"
-        and backend in (None, "numba")
-        and cpu.AVAILABLE
-        and not torch._C._are_functorch_transforms_active()
-        and not torch.compiler.is_compiling()
+        x.is_cpu
+        and (backend is None or backend == "numba")
+        and _NUMBA
+        and not _functorch_active()
+        and not _is_compiling()
     ):
         shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
-        words = np.empty(math.prod(shape), dtype=np.uint32)
-        cpu.words_kernel(words, int(seed), offset, 0)
-        # Filled as a NumPy array and wrapped once: numba types a NumPy-owned array faster than
-        # a view of a torch tensor, and at these sizes dispatch is the whole cost.
-        values = np.empty(words.size, dtype=np.float64 if x.dtype == torch.float64 else np.float32)
-        _fill_scaled(words, threshold(p), scale, values)
-        mask = torch.from_numpy(values.reshape(shape))
-        return mask if mask.dtype == x.dtype else mask.to(x.dtype)
+        return _cpu_scaled_keep(shape, int(seed), offset, p, scale, x.dtype)
     if device.type == "meta":
         return torch.empty(mask_shape(x.shape, dims), dtype=x.dtype, device=device)
     name = rng_backend.resolve(device, backend)
@@ -269,6 +284,22 @@ def shared_mask_dropout(
     ``torch.mul``. A dropped ``inf`` or ``NaN`` gives ``NaN``, as in torch's ``Dropout2d`` and
     timm's ``drop_path``, except at ``p = 1``, which gives exact zeros.
     """
+    if (
+        seed is None
+        and offset == 0
+        and generator is None
+        and p < 1.0
+        and scale != 0.0
+        and (backend is None or backend == "numba")
+        and x.is_cpu
+        and _NUMBA
+        and not _functorch_active()
+        and not _is_compiling()
+    ):  # the common eager CPU call: draw, fill the small mask in numba, one multiply
+        shape = mask_shape(x.shape, dims)
+        seed_t, offset = rng_backend.draw_key(None, 0, math.prod(shape))
+        mask = _cpu_scaled_keep(shape, int(seed_t), offset, p, scale, x.dtype)
+        return x.mul_(mask) if inplace else x * mask
     seed_t, offset = resolve_seed(seed, offset, generator, math.prod(mask_shape(x.shape, dims)))
     if p >= 1.0 or scale == 0.0:
         nothing = torch.zeros((), dtype=torch.bool, device=x.device)

@@ -40,8 +40,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 
 if AVAILABLE:
+    from . import threads as _threads
     from .jitcache import cached_njit
-    from .threads import SERIAL_MAX, launch
+    from .threads import launch
 
 #: Philox calls per block: 4096 elements, a 16 KiB word buffer.
 BLOCK = 1024
@@ -173,7 +174,150 @@ if AVAILABLE:
                         ov[k] = rv[k]
                 i = end
 
+    # ------------------------------------------------------------------ half precision
+    # numba has no float16/bfloat16 on the CPU, so half tensors travel as their uint16 bits.
+    # Per block: widen to float32 bits in a local buffer, scale in float32 (the value the GPU
+    # kernel and torch's own ``x.float() * scale`` compute), round once to the half type with
+    # round-to-nearest-even (torch's rounding), all in L1; no full-size fp32 copy exists.
+
+    _TWO112 = np.float32(2.0**112)
+
+    @numba.njit(inline="always")
+    def _bf16_bits(u):
+        """Round float32 bits ``u`` (uint64 holding 32 bits) to bfloat16 bits (RNE; NaN kept
+        NaN)."""
+        if (u & np.uint64(0x7FFFFFFF)) > np.uint64(0x7F800000):
+            return np.uint16(0x7FC0)
+        return np.uint16(
+            (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+        )
+
+    @numba.njit(inline="always")
+    def _f16_bits(u):
+        """Round float32 bits ``u`` (uint64 holding 32 bits) to IEEE binary16 bits (RNE).
+
+        Every case is computed and the right one selected (no early return), so the loop
+        that calls this vectorises.
+        """
+        one = np.uint64(1)
+        sign = (u >> np.uint64(16)) & np.uint64(0x8000)
+        a = u & np.uint64(0x7FFFFFFF)
+        # Normal binary16: rebias the exponent by 127 - 15 and round the 13 dropped bits.
+        r = (a - np.uint64(112 << 23) + np.uint64(0xFFF) + ((a >> np.uint64(13)) & one)) >> (
+            np.uint64(13)
+        )
+        # Below 2^-14: the value in units of 2^-24 is the 24-bit significand shifted right by
+        # 126 - exponent (capped at 25, where everything rounds to 0), rounded half to even.
+        sh = min(np.uint64(126) - (a >> np.uint64(23)), np.uint64(25))  # wraps high: capped
+        m = (a & np.uint64(0x7FFFFF)) | np.uint64(0x800000)
+        q = m >> sh
+        rem = m & ((one << sh) - one)
+        half = one << (sh - one)
+        sub = q + np.uint64((rem > half) or (rem == half and (q & one) == one))
+        if a < np.uint64(0x38800000):
+            r = sub
+        if a >= np.uint64(0x477FF000):  # rounds to 65536 or more: infinity
+            r = np.uint64(0x7C00)
+        if a > np.uint64(0x7F800000):  # NaN
+            r = np.uint64(0x7E00)
+        return np.uint16(sign | r)
+
+    def _masked_scale_half(x, out, seed, offset, stream, threshold, scale, is_bf16):
+        n = x.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        thr = np.uint32(threshold)
+        s = np.float32(scale)
+        for b in numba.prange(blocks):
+            words = np.empty(4 * BLOCK, np.uint32)
+            lo, hi, w = _block(b, first, calls, offset, n, stream, k0, k1, words)
+            m = hi - lo
+            xv, ov, wv = x[lo:hi], out[lo:hi], words[w : w + m]
+            bits = np.empty(m, np.uint32)
+            vals = bits.view(np.float32)
+            if is_bf16:
+                for k in range(m):
+                    bits[k] = np.uint32(xv[k]) << np.uint32(16)
+            else:
+                # binary16 -> float32: shift the exponent and mantissa into place and rescale by
+                # 2^112 (exact, and right for subnormals), then mend inf/NaN and the sign.
+                for k in range(m):
+                    bits[k] = (np.uint32(xv[k]) & np.uint32(0x7FFF)) << np.uint32(13)
+                for k in range(m):
+                    vals[k] = vals[k] * _TWO112
+                for k in range(m):
+                    h = np.uint32(xv[k])
+                    if (h & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                        bits[k] = np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))
+                    bits[k] |= (h & np.uint32(0x8000)) << np.uint32(16)
+            for k in range(m):
+                vals[k] = vals[k] * s if wv[k] >= thr else np.float32(0.0)
+            if is_bf16:
+                for k in range(m):
+                    ov[k] = _bf16_bits(np.uint64(bits[k]))
+            else:
+                for k in range(m):
+                    ov[k] = _f16_bits(np.uint64(bits[k]))
+
+    _TWO_PI_32 = 2.0 * np.pi / 2.0**32
+    _INV32 = 1.0 / 2.0**32
+
+    def _gaussian(x, out, seed, offset, stream, sigma):
+        """``out = x * dtype(1 + sigma * z)`` with ``z`` the Box-Muller normal of each position
+        (:func:`dropkit.rng.philox.normal`'s pairing); a float64 ``out`` of ones-input gives
+        the noise itself."""
+        n = x.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        one = np.float64(1.0)
+        for blk in numba.prange(blocks):
+            words = np.empty(4 * BLOCK, np.uint32)
+            lo, hi, w = _block(blk, first, calls, offset, n, stream, k0, k1, words)
+            xv, ov = x[lo:hi], out[lo:hi]
+            for k in range(hi - lo):
+                t = w + k
+                even = np.float64(words[t & ~1])
+                odd = np.float64(words[t | 1])
+                radius = np.sqrt(-2.0 * np.log((even + 1.0) * _INV32))
+                angle = _TWO_PI_32 * odd
+                z = radius * (np.cos(angle) if (t & 1) == 0 else np.sin(angle))
+                noise = one + sigma * z
+                ov[k] = xv[k] * out.dtype.type(noise)
+
+    def _alpha_affine(x, out, seed, offset, stream, threshold, fill, a, b):
+        """``out = where(keep, x, fill) * a + b`` in the data's precision (two roundings, as
+        torch's ``where(...) * a + b``)."""
+        n = x.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        thr = np.uint32(threshold)
+        f, sa, sb = x.dtype.type(fill), x.dtype.type(a), x.dtype.type(b)
+        for blk in numba.prange(blocks):
+            words = np.empty(4 * BLOCK, np.uint32)
+            lo, hi, w = _block(blk, first, calls, offset, n, stream, k0, k1, words)
+            xv, ov, wv = x[lo:hi], out[lo:hi], words[w : w + hi - lo]
+            for k in range(hi - lo):
+                v = xv[k] if wv[k] >= thr else f
+                ov[k] = v * sa
+            for k in range(hi - lo):
+                ov[k] = ov[k] + sb
+
+    def _scaled_keep(out, seed, offset, stream, threshold, value):
+        """``out[i] = value`` where position ``offset + i`` is kept, else 0 (any dtype)."""
+        n = out.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        thr = np.uint32(threshold)
+        zero = out.dtype.type(0)
+        v = out.dtype.type(value)
+        for b in numba.prange(blocks):
+            words = np.empty(4 * BLOCK, np.uint32)
+            lo, hi, w = _block(b, first, calls, offset, n, stream, k0, k1, words)
+            ov, wv = out[lo:hi], words[w : w + hi - lo]
+            for k in range(hi - lo):
+                ov[k] = v if wv[k] >= thr else zero
+
     _masked_scale_parallel, _masked_scale_serial = _twins(_masked_scale)
+    _masked_scale_half_parallel, _masked_scale_half_serial = _twins(_masked_scale_half)
+    _scaled_keep_parallel, _scaled_keep_serial = _twins(_scaled_keep)
+    _alpha_affine_parallel, _alpha_affine_serial = _twins(_alpha_affine)
+    _gaussian_parallel, _gaussian_serial = _twins(_gaussian)
     _words_parallel, _words_serial = _twins(_words)
     _bias_dropout_add_parallel, _bias_dropout_add_serial = _twins(_bias_dropout_add)
 
@@ -184,7 +328,7 @@ def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
     ``x`` and ``out`` are flat float32/float64 arrays (``out`` may be ``x``); ``threshold``
     is the unsigned keep threshold; p = 1 is handled by the caller.
     """
-    if x.size <= SERIAL_MAX:
+    if x.size <= _threads.SERIAL_MAX:
         _masked_scale_serial(x, out, seed, offset, stream, threshold, scale)
     else:
         launch(
@@ -200,9 +344,52 @@ def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
         )
 
 
+def masked_scale_half_kernel(x, out, seed, offset, stream, threshold, scale, is_bf16):
+    """:func:`masked_scale_kernel` for bfloat16 (``is_bf16``) or float16 data given as flat
+    uint16 arrays of their bits: ``x * scale`` computed in float32 and rounded to nearest even.
+    """
+    args = (x, out, seed, offset, stream, threshold, scale, is_bf16)
+    if x.size <= _threads.SERIAL_MAX:
+        _masked_scale_half_serial(*args)
+    else:
+        launch(_masked_scale_half_parallel, _masked_scale_half_serial, *args)
+
+
+def gaussian_kernel(x, out, seed, offset, stream, sigma):
+    """``out[i] = x[i] * (1 + sigma * z_i)``, the noise computed in float64 and rounded once to
+    the data's dtype (flat float32/float64 arrays), ``z_i`` the Box-Muller normal of position
+    ``offset + i``."""
+    args = (x, out, seed, offset, stream, sigma)
+    if x.size <= _threads.SERIAL_MAX:
+        _gaussian_serial(*args)
+    else:
+        launch(_gaussian_parallel, _gaussian_serial, *args)
+
+
+def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
+    """``out[i] = (x[i] if position offset + i is kept else fill) * a + b`` (flat float32 or
+    float64 arrays; the product and the sum each rounded to the data's precision)."""
+    args = (x, out, seed, offset, stream, threshold, fill, a, b)
+    if x.size <= _threads.SERIAL_MAX:
+        _alpha_affine_serial(*args)
+    else:
+        launch(_alpha_affine_parallel, _alpha_affine_serial, *args)
+
+
+def scaled_keep_kernel(out, seed, offset, stream, threshold, value):
+    """``out[i] = value`` where position ``offset + i`` is kept, else 0 (a flat array of any
+    numeric dtype; ``value`` already in that dtype, e.g. bfloat16 bits in a uint16 array)."""
+    if out.size <= _threads.SERIAL_MAX:
+        _scaled_keep_serial(out, seed, offset, stream, threshold, value)
+    else:
+        launch(
+            _scaled_keep_parallel, _scaled_keep_serial, out, seed, offset, stream, threshold, value
+        )
+
+
 def words_kernel(out, seed, offset, stream):
     """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
-    if out.size <= SERIAL_MAX:
+    if out.size <= _threads.SERIAL_MAX:
         _words_serial(out, seed, offset, stream)
     else:
         launch(_words_parallel, _words_serial, out, seed, offset, stream)
@@ -215,7 +402,7 @@ def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, thresh
     (the last dim of x); the keep decision is that of :func:`masked_scale_kernel`.
     """
     args = (x, bias, residual, out, seed, offset, stream, threshold, scale)
-    if x.size <= SERIAL_MAX:
+    if x.size <= _threads.SERIAL_MAX:
         _bias_dropout_add_serial(*args)
     else:
         launch(_bias_dropout_add_parallel, _bias_dropout_add_serial, *args)

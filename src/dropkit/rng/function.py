@@ -40,19 +40,21 @@ class PhiloxDropout(torch.autograd.Function):
 
     @classmethod
     def call(cls, x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
-        """``apply`` with every argument positional, minus ~25 us of Python per call.
+        """``apply`` for eager code, with the Python per call cut to the minimum.
 
-        ``Function.apply`` binds default arguments with ``inspect.signature`` on every call of a
-        ``setup_context`` Function; with all six arguments given there is nothing to bind, so
-        outside torch.func transforms this goes straight to the C++ ``apply``.
+        Outside ``torch.func`` transforms and forward-mode AD, a call that records a graph goes
+        through :class:`_EagerDropout` (the classic ``forward(ctx, ...)`` form, which torch runs
+        without binding arguments or calling ``setup_context``), and a call that records
+        nothing runs the kernel directly. The masks, and what backward regenerates, are the same
+        on every route.
         """
-        if x.device.type == "meta":  # shapes only (deferred init): no seed is ever read
+        if x.is_meta:  # shapes only (deferred init): no seed is ever read
             return torch.empty_like(x)
-        if _functorch_active():
+        if _functorch_active() or _fwd_ad._current_level >= 0:
             return cls.apply(x, seed, offset, p, scale, backend)
-        if not (x.requires_grad and _grad_enabled()) and _fwd_ad._current_level < 0:
-            return dropout_kernel(x, int(seed), offset, p, scale, backend)  # no graph to record
-        return super(_SingleLevel, cls).apply(x, seed, offset, p, scale, backend)
+        if x.requires_grad and _grad_enabled():
+            return _eager_apply(x, seed, offset, p, scale, backend)
+        return dropout_kernel(x, int(seed), offset, p, scale, backend)  # no graph to record
 
     @staticmethod
     def forward(x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
@@ -95,3 +97,32 @@ class PhiloxDropout(torch.autograd.Function):
         keep = PhiloxDropout.apply(torch.ones_like(x[0]), seed, offset, p, 1.0, backend) != 0
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return torch.where(keep, x * scale, zero), 0
+
+
+class _EagerDropout(torch.autograd.Function):
+    """Plain eager reverse mode of :class:`PhiloxDropout` (see :meth:`PhiloxDropout.call`).
+
+    Only the 0-d seed (saved) and the call's scalars are kept on the node; backward regenerates the
+    mask through :meth:`PhiloxDropout.call`, so a double backward (``create_graph=True``)
+    records the op again. Never used under ``torch.func`` or forward-mode AD (it has no
+    ``setup_context``, ``jvp`` or ``vmap``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
+        ctx.save_for_backward(seed)  # 8 bytes: the mask is regenerated, never stored
+        ctx.args = (offset, p, scale, backend)
+        return dropout_kernel(x, int(seed), offset, p, scale, backend)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (seed,) = ctx.saved_tensors
+        if grad.requires_grad and _grad_enabled():  # create_graph: record the op again
+            return PhiloxDropout.call(grad, seed, *ctx.args), None, None, None, None, None
+        dx = dropout_kernel(grad, int(seed), *ctx.args)
+        return dx, None, None, None, None, None
+
+
+# torch's Python ``Function.apply`` only unwraps dead functorch wrappers outside transforms;
+# the C++ apply underneath is all a plain eager call needs.
+_eager_apply = super(_SingleLevel, _EagerDropout).apply

@@ -15,6 +15,8 @@ from turning the regenerated mask back into a saved bool tensor.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -23,14 +25,16 @@ from .kernels import cpu_kernels, gpu_kernels
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-#: Elements per fp32 chunk when a half tensor goes through the fp32 kernel: the temporary
-#: stays at 1 MiB, so peak memory is the output's (no full-size fp32 or int64 copy).
-HALF_CHUNK = 1 << 18
 
 
 def threshold(p: float) -> int:
     """Unsigned keep threshold for ``p < 1`` (see :func:`dropkit.rng.philox.keep_threshold`)."""
     return philox.keep_threshold(p)
+
+
+#: :func:`threshold` memoised for the eager fast paths (the same few rates come back on every
+#: call); not for traced code, where ``torch.compile`` does not follow ``lru_cache``.
+cached_threshold = functools.lru_cache(maxsize=1024)(philox.keep_threshold)
 
 
 def _torch_generator(seed: int, offset: int, device: torch.device) -> torch.Generator:
@@ -68,21 +72,40 @@ def _(seed, offset, n, device, backend):
     return torch.empty(n, dtype=torch.int64, device=device)
 
 
-def _half_numba(x: Tensor, out: Tensor, seed: int, offset: int, thr: int, scale: float) -> None:
-    # fp16/bf16 through the fp32 kernel one chunk at a time: x * scale in fp32, rounded once
-    # to the half type (round-to-nearest-even, as the GPU kernel does); the mask positions are
-    # offset + global index, so chunking does not change the mask.
-    kernel = cpu_kernels().masked_scale_kernel
-    flat_x, flat_out = x.view(-1), out.view(-1)
-    n = flat_x.numel()
-    buf = torch.empty(min(n, HALF_CHUNK), dtype=torch.float32)
-    for lo in range(0, n, HALF_CHUNK):
-        hi = min(n, lo + HALF_CHUNK)
-        chunk = buf[: hi - lo]
-        chunk.copy_(flat_x[lo:hi])
-        arr = chunk.numpy()
-        kernel(arr, arr, seed, offset + lo, 0, thr, scale)
-        flat_out[lo:hi].copy_(chunk)
+#: dtypes of the numba fast path: the float kernel (None) or the half kernel on uint16 bits
+#: (True for bfloat16, False for float16).
+_NUMBA_KIND = {torch.float32: None, torch.float64: None, torch.bfloat16: True, torch.float16: False}
+
+
+def numba_dropout(x: Tensor, seed: int, offset: int, thr: int, scale: float) -> Tensor:
+    """The CPU fast path: ``where(keep, x * scale, 0)`` for a contiguous float CPU tensor, one
+    numba pass writing a fresh output (``thr`` the unsigned keep threshold, ``p < 1``).
+
+    float32/float64 run the fused kernel on the data; bfloat16/float16 run the half kernel on
+    their uint16 bits (``x * scale`` in float32, rounded to nearest even), so peak memory is the
+    output's and no float32 copy is made.
+    """
+    out = torch.empty_like(x)
+    if x.requires_grad:
+        x = x.detach()
+    half = _NUMBA_KIND[x.dtype]
+    kernels = cpu_kernels()
+    if half is None:
+        kernels.masked_scale_kernel(
+            x.numpy().reshape(-1), out.numpy().reshape(-1), seed, offset, 0, thr, scale
+        )
+    else:
+        kernels.masked_scale_half_kernel(
+            x.view(torch.int16).numpy().view("uint16").reshape(-1),
+            out.view(torch.int16).numpy().view("uint16").reshape(-1),
+            seed,
+            offset,
+            0,
+            thr,
+            scale,
+            half,
+        )
+    return out
 
 
 def dropout_kernel(
@@ -95,7 +118,10 @@ def dropout_kernel(
     still reproduces the whole); the output keeps ``x``'s strides when ``x`` is dense
     (``torch.empty_like``'s ``preserve_format`` rule, as torch's dropout).
     """
-    if x.device.type == "meta":
+    numba_ok = backend == "numba" and p < 1.0 and scale != 0.0 and x.dtype in _NUMBA_KIND
+    if numba_ok and x.is_contiguous():  # checked first: this is almost every call
+        return numba_dropout(x, seed, offset, cached_threshold(p), scale)
+    if x.is_meta:
         return torch.empty_like(x)
     if p >= 1.0 or scale == 0.0:
         return torch.zeros_like(x)
@@ -105,16 +131,6 @@ def dropout_kernel(
         return out
     if x.requires_grad:
         x = x.detach()
-    if backend == "numba" and x.dtype in _FUSED_DTYPES:
-        out = torch.empty_like(x)
-        cpu_kernels().masked_scale_kernel(
-            x.view(-1).numpy(), out.view(-1).numpy(), seed, offset, 0, threshold(p), scale
-        )
-        return out
-    if backend == "numba" and x.dtype in _HALF_DTYPES:
-        out = torch.empty_like(x)
-        _half_numba(x, out, seed, offset, threshold(p), scale)
-        return out
     if backend == "triton":
         return gpu_kernels().masked_scale(
             x, torch.empty_like(x), seed, offset, 0, threshold(p), scale

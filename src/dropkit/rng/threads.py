@@ -27,9 +27,9 @@ Design decisions (the why):
   regions overlap, and on the other layers two overlapping teams oversubscribe the cores. The
   kernels release the GIL, so Python threads can call them at once: a non-blocking lock admits
   one parallel kernel; a thread that finds it taken runs the serial twin instead of waiting.
-* **Serial below** :data:`SERIAL_MAX` elements: a parallel launch costs tens of microseconds
+* **Serial up to** :data:`SERIAL_MAX` elements: a parallel launch costs tens of microseconds
   (milliseconds on a loaded machine, where a descheduled worker thread stalls the whole region
-  for a scheduler tick), more than the whole serial kernel for small tensors.
+  for a scheduler tick), more than the whole serial kernel for small and medium tensors.
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ from typing import Any
 import numba
 import torch
 
-#: Largest element count run by the serial twin: on a 2-core box the parallel twin (2 threads)
-#: lost below 2^12 and won from 2^14 elements (bench/cpu_threads.py).
-SERIAL_MAX = 1 << 13
+#: Largest element count run by the serial twin. On a quiet 2-core box the parallel twin
+#: (2 threads) won from 2^14 elements, but by at most ~120 us up to 2^18 (serial: ~1 ns per
+#: element), while on a loaded box one parallel region at 2^12..2^16 took 5-40 ms (a worker
+#: waiting for a scheduler tick) against torch's own serial dropout at 0.07-1 ms. Serial up to
+#: 2^18 keeps every size far below torch's time under contention (bench/cpu_dropout.py
+#: --contention) for a small loss on idle machines.
+SERIAL_MAX = 1 << 18
 
 _get_torch_threads = torch.get_num_threads
 _get_numba_threads = numba.get_num_threads

@@ -1,0 +1,80 @@
+"""The eager fast paths give the bits of the general paths they short-cut.
+
+Plain eager CPU calls skip ``torch.func``-ready autograd Functions, argument checks and operator
+dispatch (:meth:`dropkit.rng.function.PhiloxDropout.call`, the shared-mask fill, the fused alpha
+kernel, the fused half kernel). Each is compared here, forward and backward, with the path that
+``torch.func`` transforms take, which the reference tests pin to the NumPy oracle.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dropkit.functional as F
+from dropkit.functional.alpha import _AlphaDropout
+from dropkit.functional.mask import _scaled_keep_op, mask_shape
+from dropkit.rng import cpu
+from dropkit.rng.function import PhiloxDropout
+
+pytestmark = pytest.mark.skipif(not cpu.AVAILABLE, reason="needs numba")
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def _grad_pair(fast, general, x, dy):
+    xa = x.detach().clone().requires_grad_(True)
+    xb = x.detach().clone().requires_grad_(True)
+    ya, yb = fast(xa), general(xb)
+    ya.backward(dy)
+    yb.backward(dy)
+    return ya, yb, xa.grad, xb.grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_fast_path_equals_the_function_path(dtype):
+    x = torch.randn(37, 53).to(dtype)
+    dy = torch.randn(37, 53).to(dtype)
+    seed = torch.tensor(123)
+
+    def general(t):  # what torch.func transforms run: the setup_context Function
+        return PhiloxDropout.apply(t, seed, 5, 0.3, 1 / 0.7, "numba")
+
+    ya, yb, ga, gb = _grad_pair(lambda t: F.dropout(t, 0.3, seed=123, offset=5), general, x, dy)
+    assert torch.equal(ya, yb)
+    assert torch.equal(ga, gb)
+    torch.manual_seed(7)
+    default = F.dropout(x, 0.3)  # the fast path's own seed draw
+    torch.manual_seed(7)
+    assert torch.equal(default, F.dropout(x, 0.3, backend="numba"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alpha_fast_path_equals_the_function_path(dtype):
+    x = torch.randn(41, 29, dtype=torch.float64).to(dtype)
+    dy = torch.randn(41, 29, dtype=torch.float64).to(dtype)
+    seed = torch.tensor(99)
+    ya, yb, ga, gb = _grad_pair(
+        lambda t: F.alpha_dropout(t, 0.2, True, seed=99, offset=3),
+        lambda t: _AlphaDropout.apply(t, seed, 3, 0.2, "numba"),
+        x,
+        dy,
+    )
+    assert torch.equal(ya, yb)
+    assert torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("op", "shape", "dims"),
+    [
+        (lambda t: F.dropout2d(t, 0.3, seed=8, offset=1), (4, 6, 5, 3), (2, 3)),
+        (lambda t: F.drop_path(t, 0.3, seed=8, offset=1), (7, 5, 3), (1, 2)),
+    ],
+)
+def test_shared_mask_fast_path_equals_the_operator(dtype, op, shape, dims):
+    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    scale = 1 / 0.7
+    mask = _scaled_keep_op(
+        torch.tensor(8), 1, list(mask_shape(shape, dims)), 0.3, scale, dtype, x.device, "numba"
+    )
+    assert torch.equal(op(x), x * mask)
