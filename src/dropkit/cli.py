@@ -212,12 +212,22 @@ def _run(args: argparse.Namespace, name: str, seeds: Sequence[int], command: str
 
     out = Path(args.out) if args.out is not None else None
     with distributed.run_folder(out, args.resume) as folder:
-        run_dir = run_recipe(
-            name, out=folder, rates=args.p, seeds=seeds, epochs=args.epochs, device=args.device,
-            overrides=args.set or (), variants=args.variants, resume=args.resume,
-            progress=progress, data_path=args.data, command=command, report=main_rank,
-        )  # fmt: skip
-        distributed.shutdown()
+        try:
+            run_dir = run_recipe(
+                name, out=folder, rates=args.p, seeds=seeds, epochs=args.epochs,
+                device=args.device, overrides=args.set or (), variants=args.variants,
+                resume=args.resume, progress=progress, data_path=args.data, command=command,
+                report=main_rank,
+            )  # fmt: skip
+            distributed.shutdown()
+        except RuntimeError as error:  # a collective failed: another process stopped
+            if world is None or not distributed.is_collective_failure(error):
+                raise
+            raise CommandError(
+                f"rank {world.rank} of {world.size}: the process group failed, most likely "
+                f"because another process of the run stopped (its error is above): "
+                f"{_one_line(error)[:200]}"
+            ) from None
     if main_rank:
         print()
         _print_results(run_dir)

@@ -82,6 +82,14 @@ def shutdown() -> None:
     _world = None
 
 
+def is_collective_failure(error: BaseException) -> bool:
+    """Whether ``error`` comes from a collective whose peer went away or timed out."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return any(k in text for k in ("gloo", "NCCL", "Connection closed", "Timed out", "timeout"))
+
+
 def agree(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (e.g. a default run-folder name with a timestamp)."""
     box = [value]
