@@ -27,14 +27,16 @@ from dropkit.keras import (
     EmbeddingDropout,
     LockedDropout,
     SpatialConcreteDropout,
+    Standout,
     mc_predict,
 )
 from dropkit.keras.concrete import concrete_dropout
 from dropkit.nn.learned.concrete import ConcreteDropout as TorchConcrete
 from dropkit.nn.learned.concrete import SpatialConcreteDropout as TorchSpatialConcrete
 from dropkit.nn.learned.concrete import concrete_dropout as torch_concrete_dropout
+from dropkit.nn.learned.standout import Standout as TorchStandout
 from dropkit.reference.dropblock import dilate
-from tests.stats import assert_binomial
+from tests.stats import assert_binomial, assert_within
 
 np_ = keras.ops.convert_to_numpy
 RNG = np.random.default_rng(0)
@@ -213,6 +215,130 @@ def test_concrete_relaxed_mask_equals_torch_and_hardens_to_bernoulli():
     assert_binomial(int(dropped.sum()), dropped.size, 0.3, "hard Concrete drops")
 
 
+# -- Standout against the NumPy reference and the torch layer -----------------------------------
+def standout_trio(alpha: float, beta: float, n_in: int = 6, units: int = 5):
+    """A built Keras Standout and its NumPy and torch twins holding the same weights (float32
+    in Keras and torch, float64 in the reference). The kernel is positive, so with positive
+    inputs every pre-activation is positive and a zero output is a dropped unit."""
+    layer = Standout(units, alpha=alpha, beta=beta, seed=11)
+    layer.build((None, n_in))
+    rng = np.random.default_rng(12)  # the same weights whichever tests ran before
+    kernel = rng.uniform(0.05, 0.5, size=(n_in, units)).astype(np.float32)
+    bias = rng.uniform(-0.2, 0.2, size=units).astype(np.float32)
+    layer.kernel.assign(kernel)
+    layer.bias.assign(bias)
+    twin = ref.Standout(n_in, units, alpha=alpha, beta=beta)
+    twin.params["weight"] = kernel.T.astype(np.float64)
+    twin.params["bias"] = bias.astype(np.float64)
+    torch_twin = TorchStandout(n_in, units, alpha=alpha, beta=beta)
+    with torch.no_grad():
+        torch_twin.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        torch_twin.bias.copy_(torch.from_numpy(bias))
+    return layer, twin, torch_twin
+
+
+def input_gradient(fn, x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+    """d(sum(fn(x) * dout)) / dx with the backend's own autodiff."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: keras.ops.sum(fn(v) * dout))(x))
+    if backend == "torch":
+        v = torch.tensor(x, requires_grad=True)
+        (fn(v) * torch.from_numpy(dout)).sum().backward()
+        return v.grad.numpy()
+    import tensorflow as tf
+
+    v = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(fn(v) * dout)
+    return tape.gradient(total, v).numpy()
+
+
+def test_standout_eval_is_pi_times_h_as_the_reference_and_the_torch_layer():
+    layer, twin, torch_twin = standout_trio(alpha=1.5, beta=-1.0)
+    x = RNG.normal(size=(7, 3, 6)).astype(np.float32)  # (N, *, in): some units inactive
+    y = np_(layer(x, training=False))
+    np.testing.assert_allclose(y, twin.forward(x.astype(np.float64), training=False), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    with torch.no_grad():
+        expected = torch_twin.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np_(layer(x)), y)  # training defaults to off
+    pre = x @ np_(layer.kernel.value) + np_(layer.bias.value)
+    pi = np_(layer.keep_probability(x))
+    np.testing.assert_allclose(pi, 1 / (1 + np.exp(-(1.5 * pre - 1.0))), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(y, pi * np.maximum(pre, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_standout_keeps_each_unit_with_its_pi_and_equals_the_reference_under_its_mask():
+    """Kept counts are Poisson-binomial with the layer's own pi: checked in total and in the
+    units with pi < 0.5 and pi >= 0.5 separately (6 sigma); given the drawn mask, the output
+    equals the reference's forward and the torch layer's under that mask."""
+    layer, twin, torch_twin = standout_trio(alpha=1.0, beta=-2.0)
+    x = positive(4000, 6)
+    y = np_(layer(x, training=True))
+    keep = y != 0
+    pi = np_(layer.keep_probability(x)).astype(np.float64)
+    assert pi.min() < 0.4 and pi.max() > 0.6  # noqa: PT018 - keep probabilities on both sides
+    for part in (pi < 0.5, pi >= 0.5, np.ones_like(pi, bool)):
+        p = pi[part]
+        assert_within(keep[part].sum(), p.sum(), math.sqrt((p * (1 - p)).sum()), "kept units")
+    expected = twin.forward(x.astype(np.float64), training=True, mask=keep)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=0)
+    got = np_(layer(x, training=True, keep_mask=keep))
+    np.testing.assert_array_equal(got, y)
+    with torch.no_grad():
+        theirs = torch_twin.train()(torch.from_numpy(x), mask=torch.from_numpy(keep)).numpy()
+    np.testing.assert_allclose(got, theirs, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_standout_input_gradient_equals_the_reference_backward(training):
+    """Training: the mask is a constant, no gradient reaches pi (da = dy * m * [a > 0]);
+    eval: both factors of pi * h are differentiated. Both against the NumPy backward."""
+    layer, twin, _ = standout_trio(alpha=0.8, beta=0.3)
+    x = RNG.normal(size=(9, 6)).astype(np.float32)
+    dout = RNG.normal(size=(9, 5)).astype(np.float32)
+    keep = RNG.uniform(size=(9, 5)) < 0.6
+    mask = keep if training else None
+    twin.forward(x.astype(np.float64), training=training, mask=mask)
+    expected = twin.backward(dout.astype(np.float64))
+    got = input_gradient(lambda v: layer(v, training=training, keep_mask=mask), x, dout)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_standout_bad_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="units must be a positive int"):
+        Standout(0)
+    with pytest.raises(ValueError, match="alpha must be a finite real number"):
+        Standout(3, alpha=float("nan"))
+    with pytest.raises(TypeError, match="beta must be a finite real number"):
+        Standout(3, beta="1")
+    layer = Standout(3)
+    x = np.ones((2, 4), "float32")
+    with pytest.raises(ValueError, match=r"keep_mask has shape \(2, 4\), expected the output"):
+        layer(x, training=True, keep_mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="keep_mask is only used in training"):
+        layer(x, training=False, keep_mask=np.ones((2, 3), bool))
+
+
+def test_mc_predict_samples_standout_around_its_eval_output():
+    """mc_predict samples Standout; the mean of the samples estimates pi * h (its eval output),
+    within 6 standard errors per element."""
+    layer, _, _ = standout_trio(alpha=1.0, beta=-1.0)
+    model = keras.Sequential([keras.Input((6,)), layer])
+    x = positive(3, 6)
+    result = mc_predict(model, x, samples=400, task="regression")
+    samples = result.samples.numpy()
+    assert set(np.unique(samples == 0)) == {True, False}
+    expected = np_(model(x))
+    pi, h = np_(layer.keep_probability(x)), expected / np_(layer.keep_probability(x))
+    se = np.sqrt(pi * (1 - pi)) * h / math.sqrt(400)
+    assert (np.abs(samples.mean(0) - expected) <= 6 * se + 1e-6).all()
+
+
 # -- serialisation ------------------------------------------------------------------------------
 def test_every_layer_survives_a_keras_file(tmp_path):
     inp = keras.Input((6, 6, 2))
@@ -222,6 +348,7 @@ def test_every_layer_survives_a_keras_file(tmp_path):
     h = LockedDropout(0.2)(h)
     h = keras.layers.Flatten()(h)
     h = DropPath(0.1, mode="batch", scale_by_keep=False)(h)
+    h = Standout(5, alpha=0.5, beta=-0.25, activation="tanh", use_bias=False, seed=3)(h)
     out = ConcreteDropout(keras.layers.Dense(2), p_init=0.25, temperature=0.2)(h)
     model = keras.Model(inp, out)
     path = tmp_path / "model.keras"

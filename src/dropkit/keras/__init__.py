@@ -2,7 +2,8 @@
 
 Layers written only with ``keras.ops`` and ``keras.random`` (so they run on the JAX, PyTorch
 and TensorFlow backends): :class:`DropPath`, :class:`DropBlock2D`, :class:`LockedDropout`,
-:class:`EmbeddingDropout`, :class:`ConcreteDropout` and :class:`SpatialConcreteDropout`; and
+:class:`EmbeddingDropout`, :class:`ConcreteDropout`, :class:`SpatialConcreteDropout` and
+:class:`Standout`; and
 :func:`mc_predict`, which samples only the dropout layers of a model (BatchNormalization stays
 in inference mode) and summarises the samples as a :class:`dropkit.mc.MCResult`.
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "EmbeddingDropout": "embedding",
     "ConcreteDropout": "concrete",
     "SpatialConcreteDropout": "concrete",
+    "Standout": "standout",
     "mc_predict": "mc",
     "MC_LAYER_TYPES": "mc",
 }

@@ -23,6 +23,7 @@ from ._base import RateLayer
 from .concrete import ConcreteDropout
 from .droppath import DropPath
 from .embedding import EmbeddingDropout
+from .standout import Standout
 
 #: Layers sampled by :func:`mc_predict` (Keras' SpatialDropout1D/2D/3D subclass ``Dropout``).
 #: ``GaussianNoise`` is input noise rather than dropout and is left in inference mode.
@@ -33,6 +34,7 @@ MC_LAYER_TYPES = (
     RateLayer,
     EmbeddingDropout,
     ConcreteDropout,
+    Standout,
 )
 
 STRATEGIES = ("auto", "batched", "loop")
