@@ -211,3 +211,27 @@ def test_time_major_locked_dropout_shards_by_batch_without_model():
             s.shard = RowShard(rank, 2)
             parts.append(F.locked_dropout(x[:, 3 * rank : 3 * rank + 3], 0.3))
     assert torch.equal(torch.cat(parts, 1), whole)
+
+
+# Importing inductor runs torch.utils.mkldnn, which uses the deprecated torch.jit.script_method.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+# Dynamo probes .grad of the tensors it resumes with after the key's graph break; it hides this
+# warning itself, but the suite turns warnings into errors first.
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_torch_compile_under_a_stream_matches_eager_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(8, 8), dkn.Dropout(0.5)), torch.randn(4, 8)
+    compiled = torch.compile(model)
+    with stream(3):
+        eager = [model(x) for _ in range(4)]
+    with stream(3):
+        got = [compiled(x) for _ in range(2)]
+        graphs = counters["stats"]["unique_graphs"]
+        got += [compiled(x) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(got, eager, strict=True))
+    assert counters["stats"]["unique_graphs"] == graphs  # the key is a graph input
+    torch._dynamo.reset()

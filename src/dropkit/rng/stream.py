@@ -100,6 +100,9 @@ class Stream:
         self.counts[site] = call + 1
         return call_key(self.seed, site, call)
 
+    # Opaque to torch.compile (a graph break): traced, the key would be a constant and every
+    # step would compile a new graph; as a graph input it is one graph for all steps.
+    @torch.compiler.disable
     def key(self, offset: int, numel: int | None) -> tuple[torch.Tensor, int]:
         """``(key as a 0-d int64 tensor, first stream position)`` of a call that draws its own
         seed and uses ``numel`` mask positions from ``offset``."""
