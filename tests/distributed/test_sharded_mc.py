@@ -29,7 +29,9 @@ def test_gathered_samples_equal_one_process(ranks):
     ref = single_process()
     assert ref.shape == (8, 11, 3)
     for res in ranks:
-        assert torch.allclose(res["mc"], ref, rtol=0, atol=1e-12)
+        # equal up to BLAS rounding, which depends on the batch composition (measured: one
+        # float64 ulp, 1.1e-16)
+        assert torch.allclose(res["mc"], ref, rtol=0, atol=1e-14)
 
 
 def test_acquisition_picks_the_same_points(ranks):
@@ -41,3 +43,4 @@ def test_acquisition_picks_the_same_points(ranks):
         assert abs(got.scores - ref.scores).max() <= 1e-12
         bb = acquisition.batch_bald(res["mc"].numpy(), 3)
         assert bb.indices.tolist() == ref_bb.indices.tolist()
+        assert abs(bb.batch_scores - ref_bb.batch_scores).max() <= 1e-12
