@@ -193,9 +193,10 @@ def _tensor_parallel_and_mc(world: int, result: dict) -> None:
             result[name + "_module"] = dkn.Dropout(0.5)(x).full_tensor()
         shared = F.dropout(x.detach(), 0.5, broadcast_dims=(2,), seed=11)  # mask (3, 4, 1)
         result[name + "_shared"] = shared.full_tensor()
-    result["mc"] = sharded_predict(
-        mc_model(), mc_pool(), samples=8, batch_size=4, seed=5, target=1, strategy="loop"
-    )
+    for shard in ("rows", "batches"):
+        result[f"mc_{shard}"] = sharded_predict(
+            mc_model(), mc_pool(), 8, batch_size=2, seed=5, target=1, strategy="loop", shard=shard
+        )
 
 
 def mc_model() -> nn.Module:

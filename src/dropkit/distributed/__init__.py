@@ -18,7 +18,7 @@ See the "Distributed: world-size invariance" page of the docs for NCCL/GPU use.
 from __future__ import annotations
 
 from .data_parallel import RowShard, agreed_seed, data_parallel, shares_batch_mask
-from .gather import gather_rows, sharded_predict
+from .gather import gather_rows, sharded_predict, whole_batches
 from .tensor import dropout_shard, dtensor_dropout, shard_words
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "shard_words",
     "sharded_predict",
     "shares_batch_mask",
+    "whole_batches",
 ]

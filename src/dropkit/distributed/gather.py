@@ -59,6 +59,13 @@ def gather_rows(
     return rows.movedim(0, dim).to(values.device), items.to(values.device)
 
 
+def whole_batches(n: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """Rank ``rank``'s batches when the ``ceil(n / batch_size)`` batches of a sequential
+    loader are dealt round-robin: batches ``rank, rank + world, ...``."""
+    starts = range(rank * batch_size, n, world * batch_size)
+    return [list(range(s, min(s + batch_size, n))) for s in starts]
+
+
 def sharded_predict(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -67,16 +74,26 @@ def sharded_predict(
     batch_size: int = 256,
     seed: int = 0,
     group: Any = None,
+    shard: str = "rows",
     **predict_kwargs: Any,
 ) -> torch.Tensor:
     """MC samples of a whole pool, computed in shares by the ranks of ``group``.
 
-    Each rank runs :func:`dropkit.mc.predict` (``consistent=True``, ``seed``) on its
-    ``DistributedSampler`` share of ``dataset`` (no shuffling), then :func:`gather_rows`
-    assembles the ``(T, N, ...)`` samples in dataset order on every rank, equal to one process
-    predicting the whole pool with the same arguments (the rows of a sample do not depend on
-    the batch). ``predict_kwargs`` go to ``predict`` (``target=``, ``strategy=``, ...;
-    ``keep_samples`` must stay True).
+    Each rank runs :func:`dropkit.mc.predict` (``consistent=True``, ``seed``) on its share of
+    ``dataset``, then :func:`gather_rows` assembles the ``(T, N, ...)`` samples in dataset
+    order on every rank, equal to one process predicting the whole pool with the same
+    arguments (the rows of a sample do not depend on the batch). Shares:
+
+    * ``shard="rows"``: a ``DistributedSampler`` (no shuffling; rows ``rank, rank + W, ...``,
+      the last share padded with repeats, dropped by the gather). Equal to one process up to
+      BLAS rounding, which depends on which rows share a batch.
+    * ``shard="batches"``: whole batches of a sequential ``DataLoader(dataset, batch_size)``
+      dealt round-robin (:func:`whole_batches`), so every batch holds the rows it holds in one
+      process: bit-for-bit equal to one process on the same kernels and thread settings.
+      Needs at least W batches.
+
+    ``predict_kwargs`` go to ``predict`` (``target=``, ``strategy=``, ...; ``keep_samples``
+    must stay True).
 
     Example (on every rank)::
 
@@ -89,11 +106,25 @@ def sharded_predict(
 
     rank = dist.get_rank(group)
     world = dist.get_world_size(group)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    if shard == "rows":
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+        order = list(iter(sampler))
+    elif shard == "batches":
+        n = len(dataset)  # type: ignore[arg-type]
+        if -(-n // batch_size) < world:
+            raise ValueError(
+                f"sharded_predict(shard='batches'): {n} items make fewer than {world} batches "
+                f"of {batch_size}; lower batch_size or use shard='rows'"
+            )
+        batches = whole_batches(n, batch_size, rank, world)
+        loader = DataLoader(dataset, batch_sampler=batches)
+        order = [i for b in batches for i in b]
+    else:
+        raise ValueError(f"sharded_predict: shard must be 'rows' or 'batches', got {shard!r}")
     result = predict(model, loader, samples, seed=seed, consistent=True, **predict_kwargs)
     if result.samples is None:
         raise ValueError("sharded_predict needs keep_samples=True")
-    index = torch.tensor(list(iter(sampler)), dtype=torch.int64)
+    index = torch.tensor(order, dtype=torch.int64)
     rows, _ = gather_rows(result.samples, index, dim=1, group=group)
     return rows
