@@ -3,7 +3,8 @@
 Each measurement is a new interpreter (min of interleaved repeats). Targets: ``import dropkit``
 ≤ torch's import + 0.3 s; ``import dropkit.reference`` loads neither torch nor numba; the first
 dropout call ≤ 0.3 s once numba's kernel cache is warm. Usage:
-``.venv/bin/python bench/startup.py [--repeats R]``.
+``.venv/bin/python bench/startup.py [--repeats R] [--write]``; ``--write`` replaces the
+``startup`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+
+from _harness import command_line, environment, markdown_table, render_section, write_section
 
 SNIPPETS = {
     "import torch": (
@@ -39,6 +42,7 @@ def run(code: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
     run(SNIPPETS["first dropout call"])  # warm numba's on-disk cache
     best = {name: float("inf") for name in SNIPPETS}
@@ -46,12 +50,32 @@ def main(argv: list[str] | None = None) -> None:
         for name, code in SNIPPETS.items():
             best[name] = min(best[name], run(code))
     extra = best["import dropkit"] - best["import torch"]
-    print(f"import torch            {best['import torch']:.3f} s")
-    print(
-        f"import dropkit (+nn)    {best['import dropkit']:.3f} s  (+{extra:.3f} s; target <= 0.3)"
-    )
-    print(f"first dropout call      {best['first dropout call']:.3f} s  (target <= 0.3)")
-    print(f"reference loads torch/numba: {'yes' if best['reference loads torch/numba'] else 'no'}")
+    loads = "yes" if best["reference loads torch/numba"] else "no"
+    rows = [
+        ["import torch", f"{best['import torch']:.3f}", ""],
+        ["import dropkit, dropkit.nn", f"{best['import dropkit']:.3f}", f"+{extra:.3f} (<= +0.3)"],
+        ["first dropout call (warm cache)", f"{best['first dropout call']:.3f}", "<= 0.3"],
+        ["`import dropkit.reference` loads torch or numba", loads, "no"],
+    ]
+    table = markdown_table(["measurement", "seconds", "target"], rows)
+    print(table)
+    if args.write:
+        notes = [
+            f"Minimum of {args.repeats} fresh interpreters each, interleaved; the kernel cache "
+            "is warmed by one call first. The CPU is shared with other jobs, so the absolute "
+            "times vary between runs by tens of percent.",
+            "The first call is dominated by numba building its CPU target when it loads the "
+            "first cached kernel (its registries, and the import of scipy.linalg that numba's "
+            "BLAS check makes), not by dropkit's kernels.",
+        ]
+        body = render_section(
+            "Start-up: import and first call (CPU)",
+            environment("cpu"),
+            command_line(),
+            [table],
+            notes,
+        )
+        write_section("startup", body)
 
 
 if __name__ == "__main__":

@@ -101,3 +101,32 @@ def test_gaussian_fast_path_equals_the_function_path(dtype, offset):
     assert torch.equal(ya, yb)
     assert torch.equal(ga, gb)
     assert torch.equal(ga, dy * noise)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("module", "op", "shape"),
+    [
+        ("Dropout1d", lambda t, g: F.dropout1d(t, 0.3, generator=g), (4, 6, 5)),
+        ("Dropout2d", lambda t, g: F.dropout2d(t, 0.3, generator=g), (4, 6, 5, 3)),
+        ("Dropout3d", lambda t, g: F.dropout3d(t, 0.3, generator=g), (2, 6, 5, 3, 2)),
+        ("DropPath", lambda t, g: F.drop_path(t, 0.3, generator=g), (9, 5, 3)),
+        ("LockedDropout", lambda t, g: F.locked_dropout(t, 0.3, generator=g), (7, 5, 3)),
+    ],
+)
+def test_module_fast_paths_draw_what_the_functional_draws(dtype, module, op, shape):
+    """A module's shortcut (mask shape written out, no re-validation) draws the seed from
+    torch's generator and gives the functional's mask: same output, same gradient."""
+    import dropkit.nn as dnn
+
+    layer = getattr(dnn, module)(0.3)
+    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    dy = torch.randn(shape, dtype=torch.float64).to(dtype)
+    torch.manual_seed(12345)
+
+    def general(t):  # the functional, from a generator in the same state as torch's
+        return op(t, torch.Generator().manual_seed(12345))
+
+    ya, yb, ga, gb = _grad_pair(layer, general, x, dy)
+    assert torch.equal(ya, yb)
+    assert torch.equal(ga, gb)

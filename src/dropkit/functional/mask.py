@@ -159,6 +159,27 @@ def _cpu_scaled_keep(shape: tuple[int, ...], seed: int, offset: int, p: float, s
     return mask if mask.dtype == dtype else mask.to(dtype)
 
 
+def eager_cpu(x: torch.Tensor) -> bool:
+    """Whether ``x`` can take the eager CPU fast paths: a plain floating-point CPU tensor, numba
+    installed, and no ``torch.func`` transform or ``torch.compile`` trace running."""
+    return (
+        type(x) is torch.Tensor
+        and x.is_cpu
+        and x.is_floating_point()
+        and _NUMBA
+        and not _functorch_active()
+        and not _is_compiling()
+    )
+
+
+def eager_shared_mask(x: torch.Tensor, shape: tuple[int, ...], p: float, scale: float):
+    """The scaled keep mask of ``shape`` for an :func:`eager_cpu` input, its seed drawn as
+    :func:`shared_mask_dropout` draws it (``0 < p < 1``, ``scale != 0``): the whole shared-mask
+    dropout is then ``x * eager_shared_mask(...)``."""
+    seed_t, offset = rng_backend.draw_key(None, 0, math.prod(shape))
+    return _cpu_scaled_keep(shape, int(seed_t), offset, p, scale, x.dtype)
+
+
 @torch.library.custom_op("dropkit::scaled_keep_mask", mutates_args=())
 def _scaled_keep_op(
     seed: torch.Tensor,
@@ -296,9 +317,7 @@ def shared_mask_dropout(
         and not _functorch_active()
         and not _is_compiling()
     ):  # the common eager CPU call: draw, fill the small mask in numba, one multiply
-        shape = mask_shape(x.shape, dims)
-        seed_t, offset = rng_backend.draw_key(None, 0, math.prod(shape))
-        mask = _cpu_scaled_keep(shape, int(seed_t), offset, p, scale, x.dtype)
+        mask = eager_shared_mask(x, mask_shape(x.shape, dims), p, scale)
         return x.mul_(mask) if inplace else x * mask
     seed_t, offset = resolve_seed(seed, offset, generator, math.prod(mask_shape(x.shape, dims)))
     if p >= 1.0 or scale == 0.0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from dropkit import functional as F
+from dropkit.functional.mask import eager_cpu, eager_shared_mask
 
 from .base import DropoutModule
 
@@ -22,7 +23,7 @@ class Dropout1d(DropoutModule, torch.nn.Dropout1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout1d(x, self.p, self.training, self.inplace)
+        return _channel_forward(self, x, 1, F.dropout1d)
 
 
 class Dropout2d(DropoutModule, torch.nn.Dropout2d):
@@ -39,7 +40,7 @@ class Dropout2d(DropoutModule, torch.nn.Dropout2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout2d(x, self.p, self.training, self.inplace)
+        return _channel_forward(self, x, 2, F.dropout2d)
 
 
 class Dropout3d(DropoutModule, torch.nn.Dropout3d):
@@ -50,4 +51,21 @@ class Dropout3d(DropoutModule, torch.nn.Dropout3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout3d(x, self.p, self.training, self.inplace)
+        return _channel_forward(self, x, 3, F.dropout3d)
+
+
+def _channel_forward(module: DropoutModule, x: torch.Tensor, spatial: int, op) -> torch.Tensor:
+    """The common call (training, 0 < p < 1, not in place, the right rank, plain eager CPU)
+    goes straight to the ``(N, C, 1, ...)`` mask and one multiply; anything else to ``op``,
+    which validates and handles every case (same mask for the same seed either way)."""
+    p = module.p
+    if (
+        module.training
+        and 0.0 < p < 1.0
+        and not module.inplace
+        and x.dim() == spatial + 2
+        and eager_cpu(x)
+    ):
+        shape = (x.shape[0], x.shape[1]) + (1,) * spatial
+        return x * eager_shared_mask(x, shape, p, 1.0 / (1.0 - p))
+    return op(x, p, module.training, module.inplace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dropkit import functional as F
+from dropkit.functional.mask import eager_cpu, eager_shared_mask
 
 from .base import DropoutModule
 
@@ -30,8 +31,13 @@ class DropPath(DropoutModule):
         self.scale_by_keep = bool(scale_by_keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        if self.training and 0.0 < p < 1.0 and not self.inplace and x.dim() >= 1 and eager_cpu(x):
+            lead = x.shape[0] if self.mode == "row" else 1  # one draw per sample, or one in all
+            scale = 1.0 / (1.0 - p) if self.scale_by_keep else 1.0
+            return x * eager_shared_mask(x, (lead,) + (1,) * (x.dim() - 1), p, scale)
         return F.drop_path(
-            x, self.p, self.training, self.inplace, mode=self.mode, scale_by_keep=self.scale_by_keep
+            x, p, self.training, self.inplace, mode=self.mode, scale_by_keep=self.scale_by_keep
         )
 
     def extra_repr(self) -> str:
