@@ -8,8 +8,8 @@ the minimum over repeats of each is compared. Memory, in the same run:
 * activation memory: the bytes autograd saves for backward in one forward (distinct storages
   packed through ``saved_tensors_hooks``, parameters left out; deterministic for a given
   mask), averaged over the same seeds for both variants;
-* peak RSS (CPU): one train step in a fresh process per variant, the high-water mark
-  (``ru_maxrss``) minus the resident size just before the step;
+* peak RSS (CPU, Linux): one train step in a fresh process per variant, the high-water mark
+  (``VmHWM``, reset just before the step) minus the resident size before it;
 * peak allocated (CUDA): ``torch.cuda.max_memory_allocated`` during a step, minus before it.
 
 Targets (issue 16): skip-compute time <= (1 - mean rate * branch share of the step) + 5 % of
@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -116,7 +115,10 @@ def activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
             storages[storage.data_ptr()] = max(
                 storages.get(storage.data_ptr(), 0), storage.nbytes()
             )
-        return t
+        # Detached: packing a node's own output with its grad_fn makes a reference cycle
+        # autograd never frees (hundreds of MiB per forward here). The storage stays alive
+        # until the graph goes, so a freed pointer is not reused within the forward.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(x).square().mean()
@@ -133,21 +135,33 @@ def mean_saved(model: torch.nn.Module, x: torch.Tensor, seeds: range) -> float:
     return total / len(seeds)
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def rss_child(max_rate: float, variant: str) -> None:
-    """In a fresh process: the resident-size growth (bytes) of one train step, as JSON."""
+    """In a fresh process: the peak resident-size growth (bytes) of one train step, as JSON.
+
+    The high-water mark ``VmHWM`` is reset (``/proc/self/clear_refs``) after the model, input
+    and optimizer exist, so it measures the step alone; ``ru_maxrss`` cannot be reset (and
+    may carry the parent's peak over ``fork``)."""
     ordinary, skip = models("cpu", max_rate)
     step = Stepper(ordinary if variant == "ordinary" else skip, batch("cpu"))
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     torch.manual_seed(0)
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"delta": peak - before}))
+    print(json.dumps({"delta": (_status_kib("VmHWM") - before) * 1024}))
 
 
 def peak_rss_delta(max_rate: float, variant: str) -> float | None:
-    """:func:`rss_child`'s result (bytes), or None where /proc is missing (not Linux)."""
-    if not Path("/proc/self/statm").exists():
+    """:func:`rss_child`'s result (bytes), or None where it cannot be measured (not Linux)."""
+    if not Path("/proc/self/clear_refs").exists():
         return None
     cmd = [sys.executable, __file__, "--rss-child", str(max_rate), variant]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -200,6 +214,11 @@ def main() -> None:
     time_share, memory_share = branch_shares(device, x, max(2, args.repeats // 2))
     print(f"branch share: {time_share:.3f} of step time, {memory_share:.3f} of saved bytes",
           flush=True)  # fmt: skip
+    base_peak = None  # the stack without DropPath (rate 0), for context
+    if device == "cuda":
+        base_peak = cuda_peak(models(device, 0.0)[0], x)
+    elif not args.no_rss:
+        base_peak = peak_rss_delta(0.0, "ordinary")
     rows = []
     for rate in [float(r) for r in args.rates.split(",")]:
         ordinary, skip = models(device, rate)
@@ -239,7 +258,8 @@ def main() -> None:
             f"Measured branch share (every branch skipped vs rate 0): {time_share:.2f} of the "
             f"step time, {memory_share:.3f} of the saved bytes. Targets: time ratio <= "
             "1 - mean rate x time share + 0.05; saved ratio <= 1 - mean rate x memory share "
-            "(+ 0.01 for the sampling of the masks).",
+            f"(+ 0.01 for the sampling of the masks). {peak_name} of the same stack at rate 0 "
+            f"(no DropPath): {mib(base_peak)} MiB.",
             "",
             "| max rate | mean rate | ordinary ms | skip ms | time ratio (target) | "
             f"saved MiB ordinary / skip | saved ratio (target) | {peak_name} MiB | peak ratio |",
