@@ -80,29 +80,6 @@ def test_shared_mask_fast_path_equals_the_operator(dtype, op, shape, dims):
     assert torch.equal(op(x), x * mask)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("offset", [0, 3])
-def test_gaussian_fast_path_equals_the_function_path(dtype, offset):
-    """The fused Gaussian kernel gives ``x * gaussian_noise(...)`` (noise in float64, rounded
-    once to the dtype) and the same gradient as the torch.func-ready Function."""
-    from dropkit.functional.gaussian import _GaussianDropout
-
-    x = torch.randn(33, 31, dtype=torch.float64).to(dtype)
-    dy = torch.randn(33, 31, dtype=torch.float64).to(dtype)
-    seed = torch.tensor(2**40 + 1)
-    ya, yb, ga, gb = _grad_pair(
-        lambda t: F.gaussian_dropout(t, 0.3, seed=2**40 + 1, offset=offset),
-        lambda t: _GaussianDropout.apply(t, seed, offset, 0.3, "numba"),
-        x,
-        dy,
-    )
-    noise = F.gaussian_noise(x.shape, 0.3, dtype=dtype, seed=2**40 + 1, offset=offset)
-    assert torch.equal(ya, x * noise)
-    assert torch.equal(ya, yb)
-    assert torch.equal(ga, gb)
-    assert torch.equal(ga, dy * noise)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("module", "op", "shape"),

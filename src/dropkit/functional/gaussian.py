@@ -8,12 +8,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-import torch.autograd.forward_ad as _fwd_ad
 
 from dropkit.rng.backend import resolve
-from dropkit.rng.kernels import cpu_kernels
 
 from ._validation import check_input, check_p
 from .mask import batch_first, random_words, resolve_seed
@@ -40,16 +37,6 @@ def standard_normal(
     n = math.prod(shape)
     start = offset - offset % 2  # pairs begin at even positions
     count = (offset + n + 1) // 2 * 2 - start
-    dev = torch.device("cpu" if device is None else device)
-    if dev.type == "cpu" and not torch.compiler.is_compiling() and resolve(dev, backend) == "numba":
-        seed_t, first = resolve_seed(seed, start, generator, count)
-        # The numba kernel pairs positions by their absolute parity; traced seeds (fake or
-        # functional tensors, a dispatch mode) take the torch ops below.
-        if first % 2 == 0 and type(seed_t) is torch.Tensor and not _dispatch_modes():
-            z = np.empty(n)
-            cpu_kernels().gaussian_kernel(z, z, int(seed_t), first + offset - start, 0, 1.0, True)
-            return torch.from_numpy(z).view(shape)
-        seed, offset, start, generator = seed_t, first + offset - start, first, None
     words = random_words(
         count, device=device, seed=seed, offset=start, backend=backend, generator=generator
     ).to(torch.float64)
@@ -175,58 +162,6 @@ def gaussian_dropout(
     seed_t, offset = resolve_seed(seed, offset, generator, x.numel())
     if inplace:
         return x.mul_(_noise(seed_t, tuple(x.shape), p, x.dtype, x.device, offset, backend))
-    name = resolve(x.device, backend)
     if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp
-        return _gaussian_op(x, seed_t, offset, p, name)
-    if (
-        name == "numba"
-        and x.dtype in _FUSED
-        and x.is_contiguous()
-        and not _functorch_active()
-        and _fwd_ad._current_level < 0
-    ):  # plain eager CPU: one fused numba pass each way, the noise never materialised
-        if x.requires_grad and torch.is_grad_enabled():
-            return _eager_gaussian_apply(x, seed_t, offset, p, name)
-        return _gaussian_numba(x, int(seed_t), offset, p)
-    return _GaussianDropout.apply(x, seed_t, offset, p, name)
-
-
-_FUSED = (torch.float32, torch.float64)
-_dispatch_modes = torch._C._len_torch_dispatch_stack
-_functorch_active = torch._C._are_functorch_transforms_active
-
-
-def _gaussian_numba(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:
-    """``x * gaussian_noise(x.shape, p, dtype=x.dtype, seed=seed, offset=offset)`` in one numba
-    pass (the same float64 noise, rounded once to ``x``'s dtype, then the same product)."""
-    x = x.detach() if x.requires_grad else x
-    x = x if x.is_contiguous() else x.contiguous()
-    out = torch.empty_like(x)
-    cpu_kernels().gaussian_kernel(
-        x.numpy().reshape(-1), out.numpy().reshape(-1), seed, offset, 0, math.sqrt(p / (1 - p))
-    )
-    return out
-
-
-class _EagerGaussian(torch.autograd.Function):
-    """Plain eager reverse mode of :class:`_GaussianDropout` (no ``torch.func``, no forward
-    AD): the classic ``forward(ctx, ...)`` form; backward multiplies by the regenerated noise."""
-
-    @staticmethod
-    def forward(ctx, x, seed, offset, p, backend):
-        ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
-        ctx.args = (offset, p, backend)
-        return _gaussian_numba(x, int(seed), offset, p)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (seed,) = ctx.saved_tensors
-        offset, p, backend = ctx.args
-        if grad.requires_grad and torch.is_grad_enabled():  # create_graph: record it again
-            dx = _GaussianDropout.apply(grad, seed, offset, p, backend)
-        else:
-            dx = _gaussian_numba(grad, int(seed), offset, p)
-        return dx, None, None, None, None
-
-
-_eager_gaussian_apply = super(torch.autograd.function._SingleLevelFunction, _EagerGaussian).apply
+        return _gaussian_op(x, seed_t, offset, p, resolve(x.device, backend))
+    return _GaussianDropout.apply(x, seed_t, offset, p, resolve(x.device, backend))

@@ -258,37 +258,6 @@ if AVAILABLE:
                 for k in range(m):
                     ov[k] = _f16_bits(np.uint64(bits[k]))
 
-    _TWO_PI_32 = 2.0 * np.pi / 2.0**32
-    _INV32 = 1.0 / 2.0**32
-
-    def _gaussian(x, out, seed, offset, stream, sigma, raw):
-        """``out = x * dtype(1 + sigma * z)`` with ``z`` the Box-Muller normal of each position
-        (:func:`dropkit.rng.philox.normal`'s pairing); with ``raw``, ``out = z`` (``x`` unread)."""
-        n = x.size
-        k0, k1, first, calls, blocks = _setup(seed, offset, n)
-        one = np.float64(1.0)
-        for blk in numba.prange(blocks):
-            words = np.empty(4 * BLOCK, np.uint32)
-            lo, hi, w = _block(blk, first, calls, offset, n, stream, k0, k1, words)
-            xv, ov = x[lo:hi], out[lo:hi]
-            # One logarithm, square root, cosine and sine per pair of positions (w & ~1 is the
-            # even position of the element's pair within the block's aligned word buffer).
-            p0, p1 = w >> 1, (w + hi - lo + 1) >> 1
-            zs = np.empty(2 * (p1 - p0))
-            for j in range(p1 - p0):
-                t = 2 * (p0 + j)
-                radius = np.sqrt(-2.0 * np.log((np.float64(words[t]) + 1.0) * _INV32))
-                angle = _TWO_PI_32 * np.float64(words[t + 1])
-                zs[2 * j] = radius * np.cos(angle)
-                zs[2 * j + 1] = radius * np.sin(angle)
-            zv = zs[w - 2 * p0 : w - 2 * p0 + hi - lo]
-            if raw:
-                for k in range(hi - lo):
-                    ov[k] = zv[k]
-            else:
-                for k in range(hi - lo):
-                    ov[k] = xv[k] * out.dtype.type(one + sigma * zv[k])
-
     def _alpha_affine(x, out, seed, offset, stream, threshold, fill, a, b):
         """``out = where(keep, x, fill) * a + b`` in the data's precision (two roundings, as
         torch's ``where(...) * a + b``)."""
@@ -324,7 +293,6 @@ if AVAILABLE:
     _masked_scale_half_parallel, _masked_scale_half_serial = _twins(_masked_scale_half)
     _scaled_keep_parallel, _scaled_keep_serial = _twins(_scaled_keep)
     _alpha_affine_parallel, _alpha_affine_serial = _twins(_alpha_affine)
-    _gaussian_parallel, _gaussian_serial = _twins(_gaussian)
     _words_parallel, _words_serial = _twins(_words)
     _bias_dropout_add_parallel, _bias_dropout_add_serial = _twins(_bias_dropout_add)
 
@@ -360,17 +328,6 @@ def masked_scale_half_kernel(x, out, seed, offset, stream, threshold, scale, is_
         _masked_scale_half_serial(*args)
     else:
         launch(_masked_scale_half_parallel, _masked_scale_half_serial, *args)
-
-
-def gaussian_kernel(x, out, seed, offset, stream, sigma, raw=False):
-    """``out[i] = x[i] * (1 + sigma * z_i)``, the noise computed in float64 and rounded once to
-    the data's dtype (flat float32/float64 arrays), ``z_i`` the Box-Muller normal of position
-    ``offset + i``; with ``raw``, ``out[i] = z_i`` (float64 ``out``; pass it as ``x`` too)."""
-    args = (x, out, seed, offset, stream, sigma, raw)
-    if x.size <= _threads.SERIAL_MAX:
-        _gaussian_serial(*args)
-    else:
-        launch(_gaussian_parallel, _gaussian_serial, *args)
 
 
 def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
