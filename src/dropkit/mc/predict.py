@@ -15,6 +15,7 @@ from torch import nn
 from dropkit.rng.backend import SEED_BOUND
 
 from .chunking import Chunking
+from .fast import FastDropout
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
@@ -246,13 +247,15 @@ def predict(
                     )  # fmt: skip
                     if session.strategy == "prefix":
                         plan, reason = session.prefix_plan(batch)
+                    if not consistent and (device is None or device.type == "cpu"):
+                        stack.enter_context(FastDropout())  # after the probes: they see torch's
                 run = session.strategy
                 session.sampler.rows = batch.n
                 if run == "prefix" and (plan is None or batch.single is None):
                     run = "batched"
                 if yb is not None:
                     yb = yb.to(device) if device is not None else yb
-                sink = _Sink(task, class_dim, keep_samples, tau, yb, pick)
+                sink = _Sink(task, class_dim, keep_samples, tau, yb, pick, samples)
                 args = (model, batch, samples, chunking)
                 try:
                     _run(*args, run, plan, session.sampler, pick, sink)
@@ -347,9 +350,10 @@ class _Sink:
     """Feeds one batch's chunks of samples to an :class:`Accumulator`, made on the first chunk
     (the class dim is known once an output has been seen)."""
 
-    def __init__(self, task, class_dim, keep, tau, targets, picker) -> None:
+    def __init__(self, task, class_dim, keep, tau, targets, picker, total) -> None:
         self.args = (task, class_dim, keep, tau, targets)
         self.picker = picker
+        self.total = total
         self.acc: Accumulator | None = None
 
     def __call__(self, chunk: torch.Tensor) -> None:
@@ -362,7 +366,8 @@ class _Sink:
             )
             if task == "regression" and targets is not None:
                 _check_shape(targets, chunk.shape[1:])
-            self.acc = Accumulator(task, dim, keep, tau, targets if task == "regression" else None)
+            targets = targets if task == "regression" else None
+            self.acc = Accumulator(task, dim, keep, tau, targets, total=self.total)
         self.acc.add(chunk)
 
 

@@ -7,7 +7,9 @@ deviations (Chan, Golub & LeVeque 1979, pairwise update), the summed entropy
 int32, no one-hot). Regression keeps the mean, the squared deviations and, with targets and
 ``tau``, a running ``logsumexp`` of the Gaussian log-likelihoods. Nothing larger than one chunk
 is allocated, so with ``keep_samples=False`` the peak memory is O(k N |out|), not
-O(T N |out|).
+O(T N |out|). Classification reads each chunk one block of rows at a time, every statistic
+from the block while it is in the cache; kept samples are written into one ``(T, N, *out)``
+tensor when T is known.
 """
 
 from __future__ import annotations
@@ -33,37 +35,37 @@ class Accumulator:
         class_dim: the class dim of the model output (batch in dim 0); classification only.
         keep: keep the per-sample values (probabilities or outputs) as well.
         tau, targets: regression precision and targets ``(N, *out)`` for the likelihood.
+        total: T when known: the kept values are written into one ``(T, N, *out)`` tensor
+            as the chunks come (no concatenation at the end).
     """
 
-    def __init__(self, task: str, class_dim: int, keep: bool, tau=None, targets=None) -> None:
+    def __init__(
+        self, task: str, class_dim: int, keep: bool, tau=None, targets=None, total=None
+    ) -> None:
         self.task, self.dim, self.keep = task, class_dim, keep
-        self.tau, self.targets = tau, targets
+        self.tau, self.targets, self.total = tau, targets, total
         self.count = 0
         self.mean = self.m2 = self.entropy = self.votes = self.lse = None
         self.kept: list[torch.Tensor] = []
+        self._buffer: torch.Tensor | None = None
 
-    def add(self, chunk: torch.Tensor) -> None:
-        """Fold ``(k, N, *out)`` samples in."""
+    def add(self, chunk: torch.Tensor, owned: bool = False) -> None:
+        """Fold ``(k, N, *out)`` samples in. ``owned``: nobody else holds ``chunk``, so a
+        classification chunk of all T samples can take its probabilities in place."""
         values = _float(chunk)
         k = values.shape[0]
         if self.task == "classification":
-            d = self.dim + 1
-            logits, values = values, values.softmax(d)
-            winners = values.argmax(d, keepdim=True)  # (k, N, .., 1, ..)
-            ent = self._entropy(logits, values, winners, d)
-            self.entropy = ent if self.entropy is None else self.entropy + ent
-            if self.votes is None:
-                self.votes = torch.zeros(values.shape[1:], dtype=torch.int32, device=values.device)
-            ones = torch.ones_like(winners[0], dtype=torch.int32)
-            for j in range(k):
-                self.votes.scatter_add_(self.dim, winners[j], ones)
-        elif self.targets is not None and self.tau is not None:
-            y = self.targets.to(values)
-            logp = -0.5 * self.tau * (y - values).square()
-            part = torch.logsumexp(logp, 0)
-            self.lse = part if self.lse is None else torch.logaddexp(self.lse, part)
-        mean_c = values.mean(0)
-        m2_c = sum((v - mean_c).square_().sum(0) for v in self._slices(values))
+            mean_c, m2_c = self._classes(values, owned or values is not chunk)
+        else:
+            if self.targets is not None and self.tau is not None:
+                y = self.targets.to(values)
+                logp = -0.5 * self.tau * (y - values).square()
+                part = torch.logsumexp(logp, 0)
+                self.lse = part if self.lse is None else torch.logaddexp(self.lse, part)
+            mean_c = values.mean(0)
+            m2_c = sum((v - mean_c).square_().sum(0) for v in self._slices(values))
+            if self.keep:
+                self._keep(values)
         if self.mean is None:
             self.mean, self.m2 = mean_c, m2_c
         else:
@@ -72,20 +74,82 @@ class Accumulator:
             self.mean = self.mean + delta * (k / total)
             self.m2 = self.m2 + m2_c + delta.square() * (n * k / total)
         self.count += k
-        if self.keep:
-            self.kept.append(values)
 
-    def _entropy(self, logits, probs, winners, d: int) -> torch.Tensor:
-        r"""Summed entropy over the chunk's samples, ``(N, ..)``, without a per-element log:
-        :math:`H[p] = \operatorname{lse}(x) - \sum_c p_c x_c`, and
-        :math:`\operatorname{lse}(x) = x_w - \log p_w` at the arg-max ``w`` (``p_w >= 1/C``).
-        Logits of -inf (``0 * -inf``) fall back to ``entr``."""
-        pairs = zip(self._slices(probs), self._slices(logits), strict=True)
-        dot = torch.cat([(p * x).sum(d) for p, x in pairs])  # (k, N, ..)
-        if bool(dot.isnan().any()):
-            return sum(torch.special.entr(p).sum(d).sum(0) for p in self._slices(probs))
-        lse = (logits.gather(d, winners) - probs.gather(d, winners).log()).squeeze(d)
-        return (lse - dot).clamp_min_(0.0).sum(0)
+    def _slot(self, k: int, like: torch.Tensor) -> torch.Tensor | None:
+        """With ``total`` known, where the next ``k`` kept samples go in the one ``(T, N, ..)``
+        buffer (made on the first chunk); None without ``total`` (chunks are listed)."""
+        if self.total is None:
+            return None
+        if self.count + k > self.total:
+            raise ValueError(f"more than the {self.total} samples announced")
+        if self._buffer is None:
+            self._buffer = like.new_empty((self.total, *like.shape[1:]))
+        return self._buffer[self.count : self.count + k]
+
+    def _keep(self, values: torch.Tensor) -> None:
+        slot = self._slot(values.shape[0], values)
+        if slot is None:
+            self.kept.append(values)
+        else:
+            slot.copy_(values)
+
+    def _classes(self, logits: torch.Tensor, owned: bool) -> tuple:
+        r"""Softmax, entropy, votes, mean and squared deviations of a chunk ``(k, N, ..)``,
+        one block of rows at a time (a block of all k samples stays in the cache while every
+        statistic is read from it; the statistics of different rows are independent, so no
+        block needs another's). Per block, with :math:`m = \max_c x_c`,
+        :math:`e = \exp(x - m)`, :math:`s = \sum_c e_c`: :math:`p = e / s` and
+        :math:`H[p] = m + \log s - \sum_c e_c x_c / s` (no per-element log); logits of
+        ``-inf`` (``0 * -inf``) fall back to ``entr``. Returns ``(mean, m2)`` of the chunk;
+        the probabilities are only written out when kept: into the logits themselves when
+        ``owned`` and the chunk holds all T samples, else into the ``(T, N, ..)`` buffer."""
+        d = self.dim + 1
+        k, n = logits.shape[:2]
+        stats = logits.shape[1:]  # (N, ..)
+        out = None
+        if self.keep:
+            whole = owned and self.total == k and self.count == 0 and logits.is_contiguous()
+            out = logits if whole else self._slot(k, logits)  # in place: no new (T, N, ..)
+            if out is None:  # listed chunks: a fresh tensor of probabilities
+                out = torch.empty_like(logits)
+            if out is logits or self._buffer is None:
+                self.kept.append(out)
+        mean_c = logits.new_empty(stats)
+        m2_c = logits.new_empty(stats)
+        entropy = logits.new_empty(stats[: d - 1] + stats[d:])
+        if self.votes is None:
+            self.votes = torch.zeros(stats, dtype=torch.int32, device=logits.device)
+        row = max(1, logits[:, :1].numel())
+        step = max(1, _SLICE // row)
+        # two block-sized scratch tensors, reused: a fresh multi-MiB temporary per op would
+        # cost more in page faults than the arithmetic
+        scratch = logits.new_empty((2, min(n, step) * row))
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            x = logits[:, i:j]
+            e = scratch[0, : x.numel()].view(x.shape)
+            tmp = scratch[1, : x.numel()].view(x.shape)
+            top, winners = x.max(d, keepdim=True)  # the arg-max of the logits is p's
+            torch.sub(x, top, out=e).exp_()
+            s = e.sum(d, keepdim=True)
+            dot = torch.mul(e, x, out=tmp).sum(d, keepdim=True).div_(s)
+            probs = e.div_(s)
+            if bool(dot.isnan().any()):
+                ent = torch.special.entr(probs).sum(d)
+            else:
+                ent = (top + s.log_() - dot).squeeze(d).clamp_min_(0.0)
+            entropy[i:j] = ent.sum(0)
+            votes = self.votes[i:j]
+            ones = torch.ones_like(winners[0], dtype=torch.int32)
+            for w in winners:
+                votes.scatter_add_(d - 1, w, ones)
+            block_mean = probs.mean(0)
+            mean_c[i:j] = block_mean
+            m2_c[i:j] = torch.sub(probs, block_mean, out=tmp).square_().sum(0)
+            if out is not None:
+                out[:, i:j] = probs
+        self.entropy = entropy if self.entropy is None else self.entropy + entropy
+        return mean_c, m2_c
 
     @staticmethod
     def _slices(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -98,6 +162,8 @@ class Accumulator:
     def samples(self) -> torch.Tensor | None:
         if not self.keep:
             return None
+        if self._buffer is not None and not self.kept:
+            return self._buffer[: self.count]
         return self.kept[0] if len(self.kept) == 1 else torch.cat(self.kept)  # no copy of one
 
     def log_likelihood_terms(self) -> torch.Tensor:
