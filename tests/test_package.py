@@ -31,3 +31,15 @@ def test_every_listed_name_resolves():
         assert getattr(dropkit, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         dropkit.nope  # noqa: B018
+
+
+def test_importing_the_layers_does_not_load_the_compiler():
+    # torch._dynamo costs ~1.5 s to import; dropkit loads it only when a stream is first made.
+    code = (
+        "import sys, dropkit.nn, dropkit.functional, dropkit.rng\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "with dropkit.rng.stream(1):\n    pass\n"
+        "assert 'torch._dynamo' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -70,6 +70,19 @@ def site_of(name: str) -> int:
     return int.from_bytes(digest, "little") | 1
 
 
+def _make_key_opaque() -> None:
+    """Wrap :meth:`Stream.key` in ``torch.compiler.disable`` once, when the first stream is made.
+
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (about 1.5 s), so applying it at class
+    definition would put that cost on every ``import dropkit``. Streams are made in eager code,
+    so ``key`` is opaque before any compiled code can call it.
+    """
+    if not getattr(Stream.key, "_dropkit_opaque", False):
+        opaque = torch.compiler.disable(Stream.key)
+        opaque._dropkit_opaque = True
+        Stream.key = opaque
+
+
 class Stream:
     """A dropout stream: the source of keys for calls that get no ``seed=``/``generator=``.
 
@@ -91,6 +104,7 @@ class Stream:
         self._hooks: list[Any] = []
         if model is not None:
             self._watch(model)
+        _make_key_opaque()
 
     # ------------------------------------------------------------------ keys
     def next_key(self) -> int:
@@ -100,9 +114,8 @@ class Stream:
         self.counts[site] = call + 1
         return call_key(self.seed, site, call)
 
-    # Opaque to torch.compile (a graph break): traced, the key would be a constant and every
-    # step would compile a new graph; as a graph input it is one graph for all steps.
-    @torch.compiler.disable
+    # Opaque to torch.compile (a graph break, see _make_key_opaque): traced, the key would be a
+    # constant and every step would compile a new graph; as a graph input it is one graph.
     def key(self, offset: int, numel: int | None) -> tuple[torch.Tensor, int]:
         """``(key as a 0-d int64 tensor, first stream position)`` of a call that draws its own
         seed and uses ``numel`` mask positions from ``offset``."""
