@@ -1,11 +1,15 @@
-"""Helpers shared by the torch tests: serialisation round trips and optional peer imports."""
+"""Helpers shared by the torch tests: serialisation round trips, optional peer imports and
+process groups of spawned ranks."""
 
 from __future__ import annotations
 
 import copy
 import io
 import pickle
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -34,3 +38,24 @@ def import_peer(name: str) -> ModuleType:
         pytest.skip(f"{name} is installed but cannot be imported here: {err}")
     except Exception as err:  # pragma: no cover - broken binary extension
         pytest.skip(f"{name} is installed but cannot be imported here: {err}")
+
+
+def rendezvous() -> str:
+    """A ``file://`` init method for one process group: a path no other group uses, so two test
+    runs on one machine cannot meet (TCP ports picked as "free" can race)."""
+    return f"file://{Path(tempfile.mkdtemp(prefix='dropkit-pg-')) / 'store'}"
+
+
+def spawn_ranks(fn, nprocs: int, args: tuple = (), timeout: float = 240.0) -> None:
+    """``fn(rank, *args)`` on ``nprocs`` spawned processes; an error in a rank is raised here,
+    and ranks still running after ``timeout`` seconds are killed and the test fails (a hang
+    must end the test, never the whole run)."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{nprocs} ranks of {fn.__name__} did not finish within {timeout:.0f} s")

@@ -1,6 +1,6 @@
 """Process bodies for the distributed tests (gloo on 127.0.0.1, CPU, float64).
 
-Each worker initialises a process group on a free port chosen by the parent, runs its checks,
+Each worker initialises a process group at a rendezvous file chosen by the parent, runs its checks,
 and writes its results with ``torch.save`` to ``out/<name>_<rank>.pt`` for the parent to
 compare with a single-process run. The models and data here are shared by both sides.
 """
@@ -8,15 +8,14 @@ compare with a single-process run. The models and data here are shared by both s
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from dropkit import nn as dkn
+from tests.helpers import rendezvous, spawn_ranks
 
 STEPS = 20
 BATCH = 8  # global batch: W = 1, 2, 4 ranks take 8, 4, 2 rows
@@ -25,24 +24,15 @@ SEED = 123
 LR = 0.05
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(fn, world: int, out: Path, *args) -> None:
-    """Run ``fn(rank, world, port, out, *args)`` on ``world`` fresh processes and wait."""
-    mp.spawn(fn, args=(world, free_port(), str(out), *args), nprocs=world, join=True)
+    """Run ``fn(rank, world, init_method, out, *args)`` on ``world`` fresh processes and wait."""
+    spawn_ranks(fn, world, (world, rendezvous(), str(out), *args))
 
 
-def init(rank: int, world: int, port: int) -> None:
+def init(rank: int, world: int, init_method: str) -> None:
     torch.set_num_threads(1)
     os.environ["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
 
 
 class Residual(nn.Module):
@@ -103,7 +93,7 @@ def params(model: nn.Module) -> dict[str, torch.Tensor]:
 WORLDS = (4, 2, 1)
 
 
-def worker(rank: int, world: int, port: int, out: str) -> None:
+def worker(rank: int, world: int, init_method: str, out: str) -> None:
     """On ``world`` (4) ranks: DDP in data-parallel mode (MLP and CNN) on the world and on
     subgroups of ranks ``0..1`` and ``0``, so W = 4, 2, 1 in one start-up; then on the world
     the controls (plain streams give every rank the masks of positions 0.., uneven batches and
@@ -113,7 +103,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     from dropkit.distributed import data_parallel
     from dropkit.rng import stream
 
-    init(rank, world, port)
+    init(rank, world, init_method)
     result: dict[str, object] = {}
     try:
         groups = {w: dist.new_group(list(range(w))) for w in WORLDS if w != world}

@@ -9,7 +9,6 @@ are checked against the average of the ranks' local gradients.
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import pytest
@@ -18,6 +17,7 @@ from torch import nn
 
 import dropkit.nn as dkn
 from dropkit.functional.drop_path_residual import kept_rows
+from tests.helpers import rendezvous, spawn_ranks
 
 dist = pytest.importorskip("torch.distributed", reason="torch.distributed is not available")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -28,12 +28,6 @@ WORLD, N, L, D, P = 2, 4, 3, 4, 0.6
 # "none" on one rank and rows kept on the other is the case DDP could stall on.
 STEPS = [("batch", ("none", "all")), ("row", ("none", "some")), ("row", ("some", "none")),
          ("batch", ("all", "none")), ("row", ("some", "some"))]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(mode: str) -> nn.Module:
@@ -52,9 +46,9 @@ def seed_keeping(want: str, mode: str) -> int:
     raise AssertionError(f"no seed keeps {want} rows")
 
 
-def worker(rank: int, port: int, seeds: list[list[int]]) -> None:
+def worker(rank: int, init_method: str, seeds: list[list[int]]) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD,
         timeout=timedelta(seconds=30),
     )  # fmt: skip
     try:
@@ -86,4 +80,4 @@ def worker(rank: int, port: int, seeds: list[list[int]]) -> None:
 def test_a_rank_that_keeps_no_sample_neither_hangs_nor_errors_under_ddp():
     """Default find_unused_parameters=False; the gradients are the average of the ranks'."""
     seeds = [[seed_keeping(want, mode) for want in wants] for mode, wants in STEPS]
-    torch.multiprocessing.spawn(worker, args=(free_port(), seeds), nprocs=WORLD, join=True)
+    spawn_ranks(worker, WORLD, (rendezvous(), seeds))
