@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as tF
 
 from dropkit import functional as F
 from dropkit.mc import fast
+from tests.stats import assert_binomial, assert_within
 
 
 def _reference(q, k, v, mask, p, causal, scale, seed):
@@ -61,3 +64,110 @@ def test_the_mode_answers_dropout_and_leaves_eval_alone():
     # Bernoulli(0.75) over 4000 elements: 6 sigma is about 164
     assert abs(kept - 3000) < 164
     assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+
+
+def _bernoulli_calls(fn, inner=None) -> int:
+    """How many ``aten.bernoulli_`` calls reach torch's kernel while ``fn()`` runs (under the
+    dispatch mode ``inner``, if given, which sees them first)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    count = [0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            count[0] += func.overloadpacket.__name__ == "bernoulli_"
+            return func(*args, **(kwargs or {}))
+
+    with Count(), inner or contextlib.nullcontext():
+        fn()
+    return count[0]
+
+
+@pytest.mark.parametrize("layout", ["transposed", "channels_last"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_strided_input_is_dropped_in_memory_order_and_keeps_its_strides(layout, inplace):
+    base = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    if layout == "transposed":
+        x = base.transpose(1, 3)
+    else:
+        x = base.to(memory_format=torch.channels_last)
+    dense = x.permute(sorted(range(4), key=lambda d: -x.stride(d)))
+    assert dense.is_contiguous()
+    torch.manual_seed(4)
+    want = F.dropout(dense.clone(), 0.3, True)  # dropkit's kernel over the memory order
+    before, strides = x.clone(), x.stride()
+    with fast.FastDropout():
+        torch.manual_seed(4)
+        y = tF.dropout(x, 0.3, True, inplace)
+    assert y.stride() == strides
+    assert torch.equal(y.permute(sorted(range(4), key=lambda d: -strides[d])), want)
+    if inplace:
+        assert y is x
+    else:
+        assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_multihead_attention_dropout_is_answered_by_dropkit(need_weights):
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(8, 2, dropout=0.4, batch_first=True).double()
+    x = torch.randn(64, 6, 8, dtype=torch.float64)
+    mha.eval()
+    ref_out, ref_w = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    mha.train()
+    call = lambda: mha(x, x, x, need_weights=need_weights, average_attn_weights=False)  # noqa: E731
+    assert _bernoulli_calls(call) > 0  # torch draws its own mask outside the mode
+    with fast.FastDropout():
+        assert _bernoulli_calls(call) == 0
+        torch.manual_seed(1)
+        out, w = call()
+        torch.manual_seed(1)
+        again, _ = call()
+    assert torch.equal(out, again)  # seeds come from torch's generator
+    assert not torch.allclose(out, ref_out)
+    if need_weights:  # the returned weights are torch's, after dropout: 0 or w / (1 - p)
+        kept = w != 0
+        torch.testing.assert_close(w[kept], ref_w[kept] / 0.6)
+        assert_binomial(int(kept.sum()), kept.numel(), 0.6, "kept attention weights")
+    # unbiased: the mean over draws approaches the eval output
+    with fast.FastDropout():
+        draws = torch.stack([mha(x, x, x, need_weights=need_weights)[0] for _ in range(200)])
+    sd = draws.std(0).mean().item() / 200**0.5
+    assert_within((draws.mean(0) - ref_out).mean().item(), 0.0, sd, "mean MHA output - eval")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_fast_bernoulli_fills_torchs_mask_from_the_philox_stream(dtype):
+    n = 20_000
+    with fast.FastBernoulli():
+        torch.manual_seed(11)
+        got = torch.empty(n, dtype=dtype).bernoulli_(0.7)
+        torch.manual_seed(11)
+        again = torch.empty(n, dtype=dtype).bernoulli_(0.7)
+        odd = torch.empty(4, 5).t().bernoulli_(0.7)  # not contiguous: torch draws it
+        ones = torch.empty(n).bernoulli_(1.0)
+    torch.manual_seed(11)
+    want = F.bernoulli_mask((n,), 0.3)  # the seed drawn as dropkit draws it
+    assert torch.equal(got, want.to(dtype))
+    assert torch.equal(got, again)
+    assert_binomial(int(got.sum()), n, 0.7, "kept")
+    assert set(odd.unique().tolist()) <= {0.0, 1.0}
+    assert bool((ones == 1).all())
+
+
+def test_fast_bernoulli_answers_the_lstm_inter_layer_dropout():
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(4, 8, 2, dropout=0.5, batch_first=True)
+    x = torch.randn(5, 3, 4)
+    with torch.no_grad():
+        ref = rnn.eval()(x)[0]
+        rnn.train()
+        assert _bernoulli_calls(lambda: rnn(x)) == 1
+        assert _bernoulli_calls(lambda: rnn(x), fast.FastBernoulli()) == 0
+        with fast.FastBernoulli():
+            torch.manual_seed(2)
+            a = rnn(x)[0]
+            torch.manual_seed(2)
+            b = rnn(x)[0]
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, ref)

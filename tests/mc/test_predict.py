@@ -87,7 +87,38 @@ def test_prefix_runs_the_deterministic_part_once_per_batch():
     assert suffix == [12, 12, 12, 4] * 2 + [6, 6, 6, 2]
     calls.clear()
     mc.predict(model, torch.randn(4, 4), 10, strategy="batched", chunk_size=5)
-    assert [c for c in calls if c > 0] == [4, 4, 20, 20]
+    assert [c for c in calls if c > 0] == [20, 20]  # same model and input shapes: no probe
+
+
+def test_the_plan_is_reused_until_the_model_or_the_input_changes(monkeypatch):
+    from dropkit.mc import plan as plan_module
+
+    model, probes = mlp(), []
+    real = plan_module.plan_sampling
+    monkeypatch.setattr(plan_module, "plan_sampling", lambda *a: probes.append(1) or real(*a))
+
+    def probed(x) -> int:
+        probes.clear()
+        mc.predict(model, x, 4, strategy="batched")
+        return len(probes)
+
+    x = torch.randn(3, 4)
+    assert probed(x) == 1
+    assert probed(torch.randn(3, 4)) == 0  # other values, same structure
+    assert probed(torch.randn(5, 4)) == 0  # another batch size
+    model[2].p = 0.25  # a rate: probe again
+    assert probed(x) == 1
+    assert probed(x) == 0
+    model[2].p = model[5].p = 0.0  # no dropout left: the probe must see it and refuse
+    with pytest.raises(ValueError, match="no stochastic op"):
+        mc.predict(model, x, 4)
+    model[2].p = model[5].p = 0.5
+    assert probed(x) == 1  # probed again after the refusal
+    model[2].forward = lambda t: t  # an instance-level forward: probe again
+    assert probed(x) == 1
+    model.tag = "x"  # a plain attribute of any module
+    assert probed(x) == 1
+    assert probed(x.double().float()) == 0
 
 
 def test_predict_leaves_batchnorm_and_flags_alone():

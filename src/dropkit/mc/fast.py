@@ -17,23 +17,36 @@ math path. Hugging Face models spend most of an MC forward there. Without ``cons
   mask is False), ``softmax_0`` torch's ``_safe_softmax`` (a row with every key masked gives
   zeros), and the dropout of the first item.
 
+A function mode does not see the calls that torch makes inside its own ops or inside a
+Python function it is already answering (``nn.MultiheadAttention``'s attention dropout, the
+inter-layer dropout of ``nn.RNN/LSTM/GRU``, ``at::dropout`` inside SDPA's math kernel). On the
+CPU all of these draw their mask with one aten op, ``bernoulli_(keep)`` on a fresh tensor;
+:class:`FastBernoulli`, a ``TorchDispatchMode``, fills that tensor from the Philox stream with
+dropkit's kernel instead (same law: 1 with probability ``keep``, else 0, seed from torch's
+generator or the op's ``generator``), and torch goes on to scale and multiply as it does.
+
 Only floating CPU tensors (not nested) take this path, only with a rate in (0, 1] and
 ``training=True``; every other call, every other op and every other device runs as torch
 runs it. The masks come from the Philox stream with seeds drawn from torch's generator, so
-``predict(seed=...)`` still reproduces its draws. torch's own draws inside compiled code
-(``nn.MultiheadAttention``'s attention dropout, the RNNs' inter-layer dropout) are not
-reached by a function mode and stay torch's.
+``predict(seed=...)`` still reproduces its draws.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 
 import torch
 import torch.nn.functional as tF
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dropkit import functional as F
+from dropkit.functional.mask import _mask_value
+from dropkit.rng import backend as rng_backend
+from dropkit.rng.kernels import cpu_kernels, numba_available
+from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, numba_dropout
 
 _SAFE_SOFTMAX = getattr(torch.ops.aten, "_safe_softmax", None)
 
@@ -52,11 +65,44 @@ def _cpu_float(*tensors: torch.Tensor | None) -> bool:
     )
 
 
+def _memory_order(x: torch.Tensor) -> list[int] | None:
+    """The permutation of ``x``'s dims that makes it contiguous (its memory order), or None
+    when ``x`` is not dense (overlapping or with gaps)."""
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    return order if x.permute(order).is_contiguous() else None
+
+
 def dropout(input, p=0.5, training=True, inplace=False):
-    """``torch.nn.functional.dropout``'s signature; dropkit's kernel where it applies."""
-    if training and isinstance(p, float | int) and 0.0 < p <= 1.0 and _cpu_float(input):
-        return F.dropout(input, float(p), True, inplace)
-    return tF.dropout(input, p, training, inplace)
+    """``torch.nn.functional.dropout``'s signature; dropkit's kernel where it applies.
+
+    Without autograd the kernel runs over ``input`` in its memory order, written in place for
+    ``inplace``: a transposed or channels_last tensor (``nn.MultiheadAttention``'s
+    ``batch_first`` output) is neither copied nor re-strided. The elements are i.i.d., so the
+    law is the same as in logical order; MC sampling needs no more (``consistent=True`` does
+    not take this path)."""
+    if not (training and isinstance(p, float | int) and 0.0 < p <= 1.0 and _cpu_float(input)):
+        return tF.dropout(input, p, training, inplace)
+    p = float(p)
+    if (
+        p < 1.0
+        and input.dtype in _NUMBA_KIND
+        and numba_available()
+        and not (torch.is_grad_enabled() and input.requires_grad)
+        and input.numel() > 0
+    ):
+        order = _memory_order(input)
+        if order is not None:
+            dense = input.permute(order)
+            seed, offset = rng_backend.draw_key(None, 0, input.numel())
+            out = numba_dropout(
+                dense, int(seed), offset, cached_threshold(p), 1.0 / (1.0 - p),
+                out=dense if inplace else None,
+            )  # fmt: skip
+            if inplace:
+                return input
+            inverse = sorted(range(len(order)), key=order.__getitem__)
+            return out.permute(inverse)
+    return F.dropout(input, p, True, inplace)
 
 
 def _bias(mask, is_causal: bool, q: torch.Tensor, length: int, source: int):
@@ -107,18 +153,89 @@ def scaled_dot_product_attention(
     bias = _bias(attn_mask, is_causal, query, query.shape[-2], key.shape[-2])
     if bias is not None:
         scores = scores + bias
-    weights = _SAFE_SOFTMAX(scores, -1)
-    weights = F.dropout(weights, float(dropout_p), True, True)
+    if bias is None or not bool(torch.isneginf(bias).all(-1).any()):
+        # no row of the mask is fully -inf, so torch's safe softmax equals softmax (finite
+        # scores); the check runs on the mask, not on the H times larger scores
+        weights = torch.softmax(scores, -1)
+    else:
+        weights = _SAFE_SOFTMAX(scores, -1)
+    weights = dropout(weights, float(dropout_p), True, True)
     return torch.matmul(weights, value)
 
 
+@functools.cache
+def _multi_head_attention_forward():
+    """torch's own ``F.multi_head_attention_forward`` bound to globals in which its
+    ``dropout`` and ``scaled_dot_product_attention`` are this module's and its torch-function
+    check is off: a function mode is popped while it answers a call, so it would not see the
+    calls made inside (no code is copied; the function object shares torch's code)."""
+    torch_fn = tF.multi_head_attention_forward
+    scope = dict(vars(tF))
+    scope.update(
+        has_torch_function=lambda *_: False,
+        dropout=dropout,
+        scaled_dot_product_attention=scaled_dot_product_attention,
+    )
+    fn = types.FunctionType(
+        torch_fn.__code__, scope, torch_fn.__name__, torch_fn.__defaults__, torch_fn.__closure__
+    )
+    fn.__kwdefaults__ = torch_fn.__kwdefaults__
+    return fn
+
+
 class FastDropout(TorchFunctionMode):
-    """While active, ``F.dropout`` and ``F.scaled_dot_product_attention`` calls go to
-    :func:`dropout` and :func:`scaled_dot_product_attention`; everything else runs unchanged."""
+    """While active, ``F.dropout``, ``F.scaled_dot_product_attention`` and
+    ``F.multi_head_attention_forward`` calls go to :func:`dropout`,
+    :func:`scaled_dot_product_attention` and torch's MHA forward calling those two; everything
+    else runs unchanged."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is tF.dropout:
             func = dropout
         elif func is tF.scaled_dot_product_attention:
             func = scaled_dot_product_attention
+        elif func is tF.multi_head_attention_forward:
+            func = _multi_head_attention_forward()
         return func(*args, **(kwargs or {}))
+
+
+_FILL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_ONE = {dtype: _mask_value(1.0, dtype) for dtype in _FILL_DTYPES}
+
+
+def _fill_keep(out: torch.Tensor, keep: float, generator: torch.Generator | None) -> bool:
+    """``out.bernoulli_(keep)`` from the Philox stream, in place; False where it cannot (then
+    torch draws)."""
+    if not (
+        numba_available()
+        and type(out) is torch.Tensor
+        and out.device.type == "cpu"
+        and out.dtype in _FILL_DTYPES
+        and out.layout == torch.strided
+        and out.is_contiguous()
+        and out.numel() > 0
+        and isinstance(keep, float | int)
+        and 0.0 < keep < 1.0
+    ):
+        return False
+    seed, offset = rng_backend.draw_key(generator, 0, out.numel())
+    np_dtype, one = _ONE[out.dtype]
+    flat = out.view(torch.int16 if np_dtype.itemsize == 2 else out.dtype).view(-1)
+    array = flat.numpy().view(np_dtype)
+    cpu_kernels().scaled_keep_kernel(array, int(seed), offset, 0, cached_threshold(1.0 - keep), one)
+    return True
+
+
+class FastBernoulli(TorchDispatchMode):
+    """While active, ``aten.bernoulli_.float(t, keep)`` on a contiguous floating CPU tensor is
+    filled by dropkit's Philox kernel (1 where kept, with probability ``keep``); every other
+    op, and every other ``bernoulli_``, runs as torch runs it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten.bernoulli_.float:
+            keep = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+            generator = args[2] if len(args) > 2 else kwargs.get("generator")
+            if _fill_keep(args[0], keep, generator):
+                return args[0]
+        return func(*args, **kwargs)

@@ -67,6 +67,21 @@ class Batch:
             for t in self.tensors()
         )
 
+    def structure(self) -> tuple:
+        """What the code path of a call may depend on besides the values: the positional
+        count, keyword names, shapes without N, dtypes and non-tensor arguments."""
+
+        def one(v):
+            if isinstance(v, torch.Tensor):
+                shape = tuple(v.shape[1:]) if v.dim() and v.shape[0] == self.n else tuple(v.shape)
+                return ("tensor", shape, v.dtype, v.device)
+            return repr(v)
+
+        return (
+            tuple(one(a) for a in self.args),
+            tuple((k, one(v)) for k, v in self.kwargs.items()),
+        )
+
     @property
     def single(self) -> torch.Tensor | None:
         """The tensor when the model is called with one positional tensor, else None."""

@@ -15,11 +15,11 @@ from torch import nn
 from dropkit.rng.backend import SEED_BOUND
 
 from .chunking import Chunking
-from .fast import FastDropout
+from .fast import FastBernoulli, FastDropout
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
-from .plan import plan_sampling
+from .plan import cached_plan
 from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for
 from .probe import no_fast_path
 from .result import TASKS, MCResult, combine
@@ -249,6 +249,8 @@ def predict(
                         plan, reason = session.prefix_plan(batch)
                     if not consistent and (device is None or device.type == "cpu"):
                         stack.enter_context(FastDropout())  # after the probes: they see torch's
+                        if session.internal_dropout:
+                            stack.enter_context(FastBernoulli())
                 run = session.strategy
                 session.sampler.rows = batch.n
                 if run == "prefix" and (plan is None or batch.single is None):
@@ -302,11 +304,11 @@ def _check_consistent(model: nn.Module, calls) -> None:
 
 class _Session:
     """The MC plan of one ``predict`` call, made on its first batch: the probe
-    (:func:`dropkit.mc.plan.plan_sampling`), the flags, the strategy, the samplers."""
+    (:func:`dropkit.mc.plan.cached_plan`), the flags, the strategy, the samplers."""
 
     def __init__(self, model, batch: Batch, strategy, consistent, seed, stack) -> None:
         self.model = model
-        self.plan = plan_sampling(model, lambda: batch.clone()(model))
+        self.plan = cached_plan(model, lambda: batch.clone()(model), batch.structure())
         model.eval()
         for name in self.plan.train:
             model.get_submodule(name).training = True
@@ -322,6 +324,13 @@ class _Session:
             )
         self.strategy = ("loop" if fixed else "prefix") if strategy == "auto" else strategy
         self.sampled = [model.get_submodule(n) for n in self.plan.train]
+        # dropout drawn inside torch's own ops, where a function mode cannot answer it: the
+        # RNNs' inter-layer dropout (a dispatch mode answers it, at a cost on every op)
+        self.internal_dropout = any(
+            isinstance(model.get_submodule(c.module), nn.RNNBase)
+            and c.op.startswith("aten.bernoulli_")
+            for c in self.plan.calls
+        )
         self.stochastic = sorted(self.plan.stochastic)
         self.signature = functools.cache(lambda: model_signature(model, self.stochastic))
         base = 0 if seed is None or not consistent else int(seed)

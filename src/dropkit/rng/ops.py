@@ -77,15 +77,18 @@ def _(seed, offset, n, device, backend):
 _NUMBA_KIND = {torch.float32: None, torch.float64: None, torch.bfloat16: True, torch.float16: False}
 
 
-def numba_dropout(x: Tensor, seed: int, offset: int, thr: int, scale: float) -> Tensor:
+def numba_dropout(
+    x: Tensor, seed: int, offset: int, thr: int, scale: float, out: Tensor | None = None
+) -> Tensor:
     """The CPU fast path: ``where(keep, x * scale, 0)`` for a contiguous float CPU tensor, one
-    numba pass writing a fresh output (``thr`` the unsigned keep threshold, ``p < 1``).
+    numba pass writing a fresh output, or ``out`` (contiguous, ``x``'s shape and dtype; ``x``
+    itself for an in-place call) (``thr`` the unsigned keep threshold, ``p < 1``).
 
     float32/float64 run the fused kernel on the data; bfloat16/float16 run the half kernel on
     their uint16 bits (``x * scale`` in float32, rounded to nearest even), so peak memory is the
     output's and no float32 copy is made.
     """
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out.detach()
     if x.requires_grad:
         x = x.detach()
     half = _NUMBA_KIND[x.dtype]
