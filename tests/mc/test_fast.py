@@ -171,3 +171,87 @@ def test_fast_bernoulli_answers_the_lstm_inter_layer_dropout():
             b = rnn(x)[0]
     assert torch.equal(a, b)
     assert not torch.allclose(a, ref)
+
+
+def _layerwise(rnn: torch.nn.RNNBase, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The stacked RNN by hand: one single-layer copy per layer, dropkit's dropout between."""
+    kwargs = dict(batch_first=rnn.batch_first, bidirectional=rnn.bidirectional)
+    if isinstance(rnn, torch.nn.LSTM):
+        kwargs["proj_size"] = rnn.proj_size
+    if isinstance(rnn, torch.nn.RNN):
+        kwargs["nonlinearity"] = rnn.nonlinearity
+    layers, width = [], rnn.input_size
+    for layer in range(rnn.num_layers):
+        one = type(rnn)(width, rnn.hidden_size, 1, **kwargs).double()
+        with torch.no_grad():
+            for name, param in one.named_parameters():
+                param.copy_(getattr(rnn, name.replace("_l0", f"_l{layer}")))
+        layers.append(one)
+        width = (rnn.proj_size or rnn.hidden_size) * (2 if rnn.bidirectional else 1)
+    torch.manual_seed(seed)  # after building: initialising the copies draws numbers
+    out = x
+    for layer, one in enumerate(layers):
+        out = one(out)[0]
+        if layer < rnn.num_layers - 1:
+            out = fast.dropout(out, rnn.dropout, True)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (torch.nn.LSTM, dict(batch_first=True)),
+        (torch.nn.LSTM, dict(batch_first=False, bidirectional=True)),
+        (torch.nn.LSTM, dict(batch_first=True, proj_size=3)),
+        (torch.nn.GRU, dict(batch_first=True)),
+        (torch.nn.RNN, dict(batch_first=False, nonlinearity="relu")),
+    ],
+)
+def test_stacked_rnn_is_torchs_rnn_layer_by_layer_with_dropkits_dropout(cls, kwargs):
+    torch.manual_seed(0)
+    rnn = cls(4, 6, 3, dropout=0.4, **kwargs).double().train()
+    x = torch.randn(5, 7, 4, dtype=torch.float64)
+    with torch.no_grad():
+        want = _layerwise(rnn, x, seed=3)
+        with fast.FastDropout():
+            torch.manual_seed(3)
+            got = rnn(x)[0]
+            assert _bernoulli_calls(lambda: rnn(x)) == 0  # torch draws no mask
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_the_first_layer_of_a_replicated_batch_runs_once(batch_first):
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(4, 6, 2, dropout=0.5, batch_first=batch_first).double().train()
+    k, n = 5, 3
+    one = torch.randn(n, 7, 4, dtype=torch.float64)
+    x = one.repeat(k, 1, 1)  # sample-major copies, as predict replicates a batch
+    if not batch_first:
+        x = x.transpose(0, 1)
+    seen = []
+    lstm = torch._C._VariableFunctions.lstm
+
+    def spy(*args):
+        seen.append(args[0].shape[0 if batch_first else 1])
+        return lstm(*args)
+
+    hx = tuple(torch.zeros(2, k * n, 6, dtype=torch.float64) for _ in range(2))
+    params = [p.detach() for p in rnn._flat_weights]
+    args = (x, hx, params, True, 2, 0.5, True, False, batch_first)
+    with torch.no_grad():
+        torch.manual_seed(8)
+        plain = fast.stacked_rnn(spy, *args)
+        assert seen == [k * n, k * n]
+        seen.clear()
+        with fast.replicated(k, n):
+            torch.manual_seed(8)
+            once = fast.stacked_rnn(spy, *args)
+            assert seen == [n, k * n]  # layer 0 on one copy
+            seen.clear()
+            other = x.clone()
+            other.select(0 if batch_first else 1, -1).add_(1.0)  # the copies differ: no shortcut
+            fast.stacked_rnn(spy, other, *args[1:])
+            assert seen == [k * n, k * n]
+    for a, b in zip(plain, once, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -17,6 +17,13 @@ math path. Hugging Face models spend most of an MC forward there. Without ``cons
   mask is False), ``softmax_0`` torch's ``_safe_softmax`` (a row with every key masked gives
   zeros), and the dropout of the first item.
 
+A stacked ``nn.RNN/LSTM/GRU`` with ``dropout=`` runs its fused op once per layer, with the
+inter-layer dropout of the first item in between (:func:`stacked_rnn`). While
+:func:`predict` runs a replicated batch (``k`` copies of ``n`` rows, sample-major), the first
+layer, which sees no dropout, runs once on the first copy when the RNN's input and initial
+state are checked to be ``k`` equal copies, and its output is repeated: the deterministic
+prefix inside the module is computed once per input, not once per sample.
+
 A function mode does not see the calls that torch makes inside its own ops or inside a
 Python function it is already answering (``nn.MultiheadAttention``'s attention dropout, the
 inter-layer dropout of ``nn.RNN/LSTM/GRU``, ``at::dropout`` inside SDPA's math kernel). On the
@@ -33,9 +40,12 @@ runs it. The masks come from the Philox stream with seeds drawn from torch's gen
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import types
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as tF
@@ -183,6 +193,93 @@ def _multi_head_attention_forward():
     return fn
 
 
+#: ``(k, n)`` while :func:`predict` runs a forward on ``k`` sample-major copies of ``n`` rows.
+_REPLICAS: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "dropkit_mc_replicas", default=None
+)
+
+
+@contextlib.contextmanager
+def replicated(k: int, n: int) -> Iterator[None]:
+    """Declare that forwards in the block run on ``k`` sample-major copies of ``n`` rows (a
+    hint: :func:`stacked_rnn` checks the copies before it relies on them)."""
+    token = _REPLICAS.set((k, n) if k > 1 else None)
+    try:
+        yield
+    finally:
+        _REPLICAS.reset(token)
+
+
+def _copies(t: torch.Tensor, dim: int, k: int, n: int) -> bool:
+    """Whether ``t`` holds ``k`` equal sample-major copies of ``n`` rows along ``dim``."""
+    if t.dim() <= dim or t.shape[dim] != k * n:
+        return False
+    blocks = t.unflatten(dim, (k, n))
+    return torch.equal(blocks, blocks.narrow(dim, 0, 1).expand_as(blocks))
+
+
+def _repeat(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    """``k`` copies of ``t`` along ``dim``, laid out in memory as ``t`` is (a ``batch_first``
+    RNN output is a time-major buffer seen transposed), so the dropout that follows walks
+    the same memory order as on the op's own output."""
+    order = _memory_order(t)
+    if order is None:
+        return t.repeat(*[k if d == dim else 1 for d in range(t.dim())])
+    dense = t.permute(order)
+    at = order.index(dim)
+    copies = dense.repeat(*[k if d == at else 1 for d in range(t.dim())])
+    return copies.permute(sorted(range(len(order)), key=order.__getitem__))
+
+
+_RNN_OPS = {
+    name: getattr(torch._C._VariableFunctions, name)
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")
+}
+
+
+def _rnn_op(func) -> bool:
+    name = getattr(func, "__name__", None)
+    return name in _RNN_OPS and func == _RNN_OPS[name]
+
+
+def stacked_rnn(func, input, hx, params, has_biases, num_layers, rate, train, bidirectional,
+                batch_first):  # fmt: skip
+    r"""torch's fused RNN op (``_VF.lstm/gru/rnn_tanh/rnn_relu``, padded form) with
+    ``num_layers > 1`` and dropout ``rate > 0`` in training, one layer at a time:
+    :math:`x_{l+1} = \mathrm{dropout}(\mathrm{layer}_l(x_l))` for every layer but the last,
+    as torch's op does (``params`` holds the same number of tensors per layer and direction;
+    ``hx`` is ``(h, c)`` for the LSTM, ``h`` otherwise, ``(layers * directions, B, H)``).
+    Returns what the op returns: ``(output, h_n, c_n)`` or ``(output, h_n)``."""
+    lstm = isinstance(hx, tuple | list)
+    dirs = 2 if bidirectional else 1
+    per = len(params) // (num_layers * dirs)
+    bdim = 0 if batch_first else 1
+    replicas = _REPLICAS.get()
+    x, hs, cs = input, [], []
+    for layer in range(num_layers):
+        rows = slice(layer * dirs, (layer + 1) * dirs)
+        states = [hx[0][rows], hx[1][rows]] if lstm else [hx[rows]]
+        weights = params[layer * dirs * per : (layer + 1) * dirs * per]
+        copies = 1
+        if layer == 0 and replicas is not None:
+            k, n = replicas
+            if _copies(x, bdim, k, n) and all(_copies(h, 1, k, n) for h in states):
+                copies = k
+                x = x.narrow(bdim, 0, n)
+                states = [h.narrow(1, 0, n) for h in states]
+        state = tuple(states) if lstm else states[0]
+        out, *last = func(x, state, weights, has_biases, 1, 0.0, train, bidirectional, batch_first)
+        if copies > 1:  # the k copies of the first layer's output and final state
+            out = _repeat(out, bdim, copies)
+            last = [_repeat(h, 1, copies) for h in last]
+        hs.append(last[0])
+        if lstm:
+            cs.append(last[1])
+        x = dropout(out, float(rate), True) if layer < num_layers - 1 else out
+    h_n = torch.cat(hs)
+    return (x, h_n, torch.cat(cs)) if lstm else (x, h_n)
+
+
 class FastDropout(TorchFunctionMode):
     """While active, ``F.dropout``, ``F.scaled_dot_product_attention`` and
     ``F.multi_head_attention_forward`` calls go to :func:`dropout`,
@@ -196,6 +293,17 @@ class FastDropout(TorchFunctionMode):
             func = scaled_dot_product_attention
         elif func is tF.multi_head_attention_forward:
             func = _multi_head_attention_forward()
+        elif (
+            _rnn_op(func)
+            and not kwargs
+            and len(args) == 9
+            and isinstance(args[2], list | tuple)  # the padded form (not a PackedSequence)
+            and args[4] > 1
+            and args[5] > 0.0
+            and args[6]
+            and _cpu_float(args[0])
+        ):
+            return stacked_rnn(func, *args)
         return func(*args, **(kwargs or {}))
 
 

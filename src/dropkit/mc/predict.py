@@ -15,7 +15,7 @@ from torch import nn
 from dropkit.rng.backend import SEED_BOUND
 
 from .chunking import Chunking
-from .fast import FastBernoulli, FastDropout
+from .fast import FastBernoulli, FastDropout, replicated
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
@@ -90,9 +90,10 @@ def _run(model, batch: Batch, samples, chunking, strategy, plan, sampler, pick, 
     values = plan.run_prefix(x) if strategy == "prefix" else None
 
     def forward(k: int):
-        if strategy == "prefix":
-            return plan.run_suffix(values, k)
-        return batch.replicate(k)(model)
+        with replicated(k, n):
+            if strategy == "prefix":
+                return plan.run_suffix(values, k)
+            return batch.replicate(k)(model)
 
     root = plan.suffix if strategy == "prefix" else model
     for ts in _chunks(samples, chunking.size(batch, strategy, forward, root, sampler)):
