@@ -26,11 +26,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# one worker per core, each test file on one worker (`python -m pytest` alone runs serially)
+XDIST ?= -n auto --dist loadfile
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 unit-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
