@@ -1,0 +1,181 @@
+"""NumPy twins of the numba CPU kernels of :mod:`dropkit.rng.cpu`, for small tensors.
+
+Each function here has the signature and the semantics of the kernel of the same name in
+:mod:`dropkit.rng.cpu` and writes the same bits into ``out``: the words are those of
+:func:`dropkit.rng.philox.philox4x32` under the counter layout of :mod:`dropkit.rng.philox`
+(counter ``(q lo, q hi, stream, 0)`` for ``q = j >> 2``, word ``j & 3``), the decision is the
+unsigned compare ``word >= threshold``, and the arithmetic follows the kernels step by step (the
+data's dtype, the same roundings, the same expression order, the same half-precision rounding).
+
+They exist so that the first dropout calls of a process need not wait for numba (importing it
+and building its CPU target take ~0.5 s): :mod:`dropkit.rng.kernels` answers calls on tensors of
+up to 2^16 elements with these while numba loads in a background thread. They are vectorised
+(one Philox evaluation per four elements, about 40 NumPy operations per call), some tens of
+microseconds at 1024 elements, and import nothing but NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .philox import MASK32, philox4x32
+
+_U32 = np.uint64(32)
+
+
+def _quiet() -> np.errstate:
+    # The kernels compute with IEEE defaults (overflow to inf, NaN from NaN) and report
+    # nothing; NumPy would warn, or raise under the caller's np.seterr.
+    return np.errstate(all="ignore")
+
+
+_ONE = np.uint64(1)
+
+
+def _words(seed, offset, n: int, stream) -> np.ndarray:
+    """uint32 words of stream positions ``offset .. offset + n - 1``: one Philox call per four
+    positions (calls ``offset >> 2 ..``), flattened, and the leading ``offset & 3`` words cut."""
+    offset = int(offset)
+    first = offset >> 2
+    calls = ((offset + n + 3) >> 2) - first
+    q = np.uint64(first) + np.arange(calls, dtype=np.uint64)
+    counter = np.empty((calls, 4), dtype=np.uint64)
+    counter[:, 0] = q & MASK32
+    counter[:, 1] = q >> _U32
+    counter[:, 2] = np.uint64(int(stream))  # masked to 32 bits by philox4x32, as by the kernel
+    counter[:, 3] = 0
+    seed = int(seed)
+    words = philox4x32(counter, (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)).reshape(-1)
+    lane = offset & 3
+    return words[lane : lane + n]
+
+
+def _keep(seed, offset, n: int, stream, threshold) -> np.ndarray:
+    return _words(seed, offset, n, stream) >= np.uint32(threshold)
+
+
+def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
+    """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else +0.
+
+    ``x`` and ``out`` flat float32/float64 arrays (``out`` may be ``x``); the product is taken in
+    ``x``'s dtype with ``scale`` rounded to it first, as the numba kernel does.
+    """
+    n = x.size
+    if n == 0:
+        return
+    dt = x.dtype.type
+    keep = _keep(seed, offset, n, stream, threshold)
+    with _quiet():
+        out[...] = np.where(keep, x * dt(scale), dt(0))
+
+
+def _f16_to_f32_bits(h: np.ndarray) -> np.ndarray:
+    """IEEE binary16 bits (uint16) -> float32 bits (uint32), by the kernel's steps: exponent and
+    mantissa shifted into place and scaled by 2^112 (exact, right for subnormals), inf/NaN mended
+    with their payload, then the sign."""
+    h = h.astype(np.uint32)
+    bits = (h & np.uint32(0x7FFF)) << np.uint32(13)
+    with _quiet():
+        bits = (bits.view(np.float32) * np.float32(2.0**112)).view(np.uint32)
+    special = (h & np.uint32(0x7C00)) == np.uint32(0x7C00)
+    inf_nan = np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))
+    bits = np.where(special, inf_nan, bits)
+    return bits | ((h & np.uint32(0x8000)) << np.uint32(16))
+
+
+def _bf16_bits(u: np.ndarray) -> np.ndarray:
+    """float32 bits (uint64 holding 32 bits) -> bfloat16 bits, round to nearest even; every NaN
+    becomes the positive quiet NaN 0x7FC0 (the kernel's ``_bf16_bits``)."""
+    r = (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & _ONE)) >> np.uint64(16)
+    r = np.where((u & np.uint64(0x7FFFFFFF)) > np.uint64(0x7F800000), np.uint64(0x7FC0), r)
+    return r.astype(np.uint16)
+
+
+def _f16_bits(u: np.ndarray) -> np.ndarray:
+    """float32 bits (uint64 holding 32 bits) -> IEEE binary16 bits, round to nearest even
+    (the kernel's ``_f16_bits``): normal range by rebiasing the exponent and rounding the 13
+    dropped bits; below 2^-14 the 24-bit significand shifted right by ``126 - exponent``
+    (capped at 25) with ties to even; infinity from 65520 up; NaN as 0x7E00; sign kept."""
+    sign = (u >> np.uint64(16)) & np.uint64(0x8000)
+    a = u & np.uint64(0x7FFFFFFF)
+    # Wraps for small a; those lanes take the subnormal branch below, as in the kernel.
+    r = (a - np.uint64(112 << 23) + np.uint64(0xFFF) + ((a >> np.uint64(13)) & _ONE)) >> (
+        np.uint64(13)
+    )
+    sub_lane = a < np.uint64(0x38800000)
+    # Exponents 0..112 give shifts 14..126, capped at 25; other lanes get a harmless shift
+    # (NumPy, unlike LLVM, defines shifts past 63, but these lanes are discarded anyway).
+    e = np.minimum(a >> np.uint64(23), np.uint64(112))
+    sh = np.minimum(np.uint64(126) - e, np.uint64(25))
+    m = (a & np.uint64(0x7FFFFF)) | np.uint64(0x800000)
+    q = m >> sh
+    rem = m & ((_ONE << sh) - _ONE)
+    half = _ONE << (sh - _ONE)
+    up = (rem > half) | ((rem == half) & ((q & _ONE) == _ONE))
+    sub = q + up.astype(np.uint64)
+    r = np.where(sub_lane, sub, r)
+    r = np.where(a >= np.uint64(0x477FF000), np.uint64(0x7C00), r)
+    r = np.where(a > np.uint64(0x7F800000), np.uint64(0x7E00), r)
+    return (sign | r).astype(np.uint16)
+
+
+def masked_scale_half_kernel(x, out, seed, offset, stream, threshold, scale, is_bf16):
+    """:func:`masked_scale_kernel` for bfloat16 (``is_bf16``) or float16 data given as flat
+    uint16 arrays of their bits: widened to float32, ``x * float32(scale)`` in float32 where
+    kept (else +0), rounded once to the half type with round-to-nearest-even."""
+    n = x.size
+    if n == 0:
+        return
+    bits = x.astype(np.uint32) << np.uint32(16) if is_bf16 else _f16_to_f32_bits(x)
+    keep = _keep(seed, offset, n, stream, threshold)
+    with _quiet():
+        vals = np.where(keep, bits.view(np.float32) * np.float32(scale), np.float32(0.0))
+    wide = vals.view(np.uint32).astype(np.uint64)
+    out[...] = _bf16_bits(wide) if is_bf16 else _f16_bits(wide)
+
+
+def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
+    """``out[i] = (x[i] if position offset + i is kept else fill) * a + b`` (flat float32 or
+    float64 arrays; ``fill``, ``a``, ``b`` rounded to the data's dtype; the product and the sum
+    each rounded to it, as torch's ``where(...) * a + b``)."""
+    n = x.size
+    if n == 0:
+        return
+    dt = x.dtype.type
+    keep = _keep(seed, offset, n, stream, threshold)
+    with _quiet():
+        prod = np.where(keep, x, dt(fill)) * dt(a)
+        out[...] = prod + dt(b)
+
+
+def scaled_keep_kernel(out, seed, offset, stream, threshold, value):
+    """``out[i] = value`` where position ``offset + i`` is kept, else 0 (a flat array of any
+    numeric dtype; ``value`` converted to that dtype, e.g. bfloat16 bits in a uint16 array)."""
+    n = out.size
+    if n == 0:
+        return
+    dt = out.dtype.type
+    out[...] = np.where(_keep(seed, offset, n, stream, threshold), dt(value), dt(0))
+
+
+def words_kernel(out, seed, offset, stream):
+    """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
+    n = out.size
+    if n == 0:
+        return
+    out[...] = _words(seed, offset, n, stream)
+
+
+def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, threshold, scale):
+    """``out[i] = residual[i] + (x[i] + bias[i % H]) * scale`` where position ``offset + i`` is
+    kept, else ``residual[i]`` (flat arrays; ``H = bias.size``; the kernel's expression order,
+    ``scale`` rounded to ``x``'s dtype)."""
+    n = x.size
+    if n == 0:
+        return
+    h = bias.size
+    s = x.dtype.type(scale)
+    keep = _keep(seed, offset, n, stream, threshold)
+    b = bias[np.arange(n) % h] if n != h else bias
+    with _quiet():
+        out[...] = np.where(keep, residual + (x + b) * s, residual)
