@@ -9,7 +9,9 @@ int32, no one-hot). Regression keeps the mean, the squared deviations and, with 
 is allocated, so with ``keep_samples=False`` the peak memory is O(k N |out|), not
 O(T N |out|). Classification reads each chunk one block of rows at a time, every statistic
 from the block while it is in the cache; kept samples are written into one ``(T, N, *out)``
-tensor when T is known.
+tensor when T is known. Float32 chunks on the CPU, contiguous with the classes last (LM
+logits), are folded by one numba kernel (:mod:`dropkit.mc.summary_kernel`) that reads each
+row once, ~4x fewer ns per element than the torch ops; every other chunk by the torch ops.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 
 import torch
 
+from . import summary_kernel
+
 #: Elements per temporary of the entropy and squared-deviation passes (4 MiB in fp32): a
 #: chunk is folded in slices of samples, so no full-size temporary is allocated.
 _SLICE = 1 << 20
@@ -25,6 +29,21 @@ _SLICE = 1 << 20
 
 def _float(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _fast(logits: torch.Tensor, d: int, out: torch.Tensor | None) -> bool:
+    """Whether :mod:`dropkit.mc.summary_kernel` folds the chunk: float32 on the CPU,
+    contiguous, classes last (the kernel reads whole rows of classes), numba present."""
+    return (
+        summary_kernel.AVAILABLE
+        and logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and d == logits.dim() - 1
+        and logits.numel() > 0
+        and logits.is_contiguous()
+        and (out is None or (out.is_contiguous() and out.dtype == torch.float32))
+        and not logits.requires_grad
+    )
 
 
 class Accumulator:
@@ -102,9 +121,11 @@ class Accumulator:
         :math:`H[p] = m + \log s - \sum_c e_c x_c / s` (no per-element log); logits of
         ``-inf`` (``0 * -inf``) fall back to ``entr``. Returns ``(mean, m2)`` of the chunk;
         the probabilities are only written out when kept: into the logits themselves when
-        ``owned`` and the chunk holds all T samples, else into the ``(T, N, ..)`` buffer."""
+        ``owned`` and the chunk holds all T samples, else into the ``(T, N, ..)`` buffer.
+        Where :func:`_fast` allows, the fused kernel computes the same quantities (as
+        :math:`H = \log s - \sum_c e_c (x_c - m) / s`, no cancellation against ``m``)."""
         d = self.dim + 1
-        k, n = logits.shape[:2]
+        k = logits.shape[0]
         stats = logits.shape[1:]  # (N, ..)
         out = None
         if self.keep:
@@ -119,6 +140,55 @@ class Accumulator:
         entropy = logits.new_empty(stats[: d - 1] + stats[d:])
         if self.votes is None:
             self.votes = torch.zeros(stats, dtype=torch.int32, device=logits.device)
+        if _fast(logits, d, out):
+            self._classes_kernel(logits, out, mean_c, m2_c, entropy)
+        else:
+            self._classes_torch(logits, d, out, mean_c, m2_c, entropy)
+        self.entropy = entropy if self.entropy is None else self.entropy + entropy
+        return mean_c, m2_c
+
+    def _classes_kernel(self, logits, out, mean_c, m2_c, entropy) -> None:
+        """Float32 logits, contiguous, classes last: the fused kernel of
+        :mod:`dropkit.mc.summary_kernel` (one read of each row); the rows it leaves (NaN,
+        ``+inf``, all ``-inf``: untouched there) go through :meth:`_classes_torch`."""
+        k, v = logits.shape[0], logits.shape[-1]
+        x = logits.view(k, -1, v)
+        rows = x.shape[1]
+        o = None if out is None else out.view(k, rows, v)
+        mean, m2 = mean_c.view(rows, v), m2_c.view(rows, v)
+        ent, votes = entropy.view(rows), self.votes.view(rows, v)
+        bad = torch.empty(rows, dtype=torch.uint8)
+        summary_kernel.fold(
+            x.numpy(),
+            None if o is None else o.numpy(),
+            mean.numpy(),
+            m2.numpy(),
+            ent.numpy(),
+            votes.numpy(),
+            bad.numpy(),
+        )
+        left = bad.nonzero().squeeze(1)
+        if left.numel():
+            sub = x.index_select(1, left)  # a copy: rows the kernel did not write
+            shape = sub.shape[1:]
+            sub_mean, sub_m2 = sub.new_empty(shape), sub.new_empty(shape)
+            sub_ent = sub.new_empty(shape[:1])
+            sub_out = None if o is None else torch.empty_like(sub)
+            sub_votes = votes.index_select(0, left)
+            self._classes_torch(sub, 2, sub_out, sub_mean, sub_m2, sub_ent, sub_votes)
+            mean.index_copy_(0, left, sub_mean)
+            m2.index_copy_(0, left, sub_m2)
+            ent.index_copy_(0, left, sub_ent)
+            votes.index_copy_(0, left, sub_votes)
+            if o is not None:
+                o.index_copy_(1, left, sub_out)
+
+    def _classes_torch(self, logits, d, out, mean_c, m2_c, entropy, votes_all=None) -> None:
+        """The torch formulas of :meth:`_classes`, block by block; any dtype, layout and
+        class dim ``d`` of the chunk. Votes go into ``votes_all`` (default ``self.votes``)."""
+        n = logits.shape[1]
+        if votes_all is None:
+            votes_all = self.votes
         row = max(1, logits[:, :1].numel())
         step = max(1, _SLICE // row)
         # two block-sized scratch tensors, reused: a fresh multi-MiB temporary per op would
@@ -139,7 +209,7 @@ class Accumulator:
             else:
                 ent = (top + s.log_() - dot).squeeze(d).clamp_min_(0.0)
             entropy[i:j] = ent.sum(0)
-            votes = self.votes[i:j]
+            votes = votes_all[i:j]
             ones = torch.ones_like(winners[0], dtype=torch.int32)
             for w in winners:
                 votes.scatter_add_(d - 1, w, ones)
@@ -148,8 +218,6 @@ class Accumulator:
             m2_c[i:j] = torch.sub(probs, block_mean, out=tmp).square_().sum(0)
             if out is not None:
                 out[:, i:j] = probs
-        self.entropy = entropy if self.entropy is None else self.entropy + entropy
-        return mean_c, m2_c
 
     @staticmethod
     def _slices(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
