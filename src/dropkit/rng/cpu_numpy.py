@@ -154,8 +154,10 @@ def scaled_keep_kernel(out, seed, offset, stream, threshold, value):
     n = out.size
     if n == 0:
         return
+    keep = _keep(seed, offset, n, stream, threshold)
     dt = out.dtype.type
-    out[...] = np.where(_keep(seed, offset, n, stream, threshold), dt(value), dt(0))
+    with _quiet():
+        out[...] = np.where(keep, dt(value), dt(0))
 
 
 def words_kernel(out, seed, offset, stream):
@@ -166,16 +168,27 @@ def words_kernel(out, seed, offset, stream):
     out[...] = _words(seed, offset, n, stream)
 
 
+def _add(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``u + v``, and where both are NaN, ``u``'s NaN (quieted), as the compiled kernel's scalar
+    loop gives. IEEE 754 leaves that choice open: NumPy's own add picks either operand depending
+    on the loop that runs it, and so does the numba kernel (its vectorised loop commutes the
+    add), so only there can the twin's NaN differ from the kernel's (a NaN either way)."""
+    total = u + v
+    total = np.where(np.isnan(v), v + v.dtype.type(0), total)
+    return np.where(np.isnan(u), u + u.dtype.type(0), total)
+
+
 def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, threshold, scale):
     """``out[i] = residual[i] + (x[i] + bias[i % H]) * scale`` where position ``offset + i`` is
     kept, else ``residual[i]`` (flat arrays; ``H = bias.size``; the kernel's expression order,
-    ``scale`` rounded to ``x``'s dtype)."""
+    ``scale`` rounded to ``x``'s dtype). Where an add meets two NaNs the result is a NaN whose
+    sign and payload may differ from the numba kernel's (see :func:`_add`)."""
     n = x.size
     if n == 0:
         return
     h = bias.size
-    s = x.dtype.type(scale)
     keep = _keep(seed, offset, n, stream, threshold)
     b = bias[np.arange(n) % h] if n != h else bias
     with _quiet():
-        out[...] = np.where(keep, residual + (x + b) * s, residual)
+        s = x.dtype.type(scale)
+        out[...] = np.where(keep, _add(residual, _add(x, b) * s), residual)
