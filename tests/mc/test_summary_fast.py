@@ -10,11 +10,14 @@ float32); votes exact.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from dropkit.mc import summary_kernel
+from dropkit.mc import summary, summary_kernel
 from dropkit.mc.summary import Accumulator
 
 needs_numba = pytest.mark.skipif(not summary_kernel.AVAILABLE, reason="numba missing")
@@ -59,7 +62,9 @@ def check(acc: Accumulator, ref: dict, keep: bool) -> None:
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts the kernel's calls, so a test knows which path it checked."""
+    """Counts the kernel's calls, so a test knows which path it checked; the small chunks
+    here go to the kernel (its size floor set to 0)."""
+    monkeypatch.setattr(summary, "KERNEL_MIN", 0)
     calls = []
     inner = summary_kernel.fold
 
@@ -208,3 +213,28 @@ def test_kernel_exp_is_within_two_ulp() -> None:
     got = np.empty_like(special)
     apply(special, got)
     assert got.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@needs_numba
+def test_small_chunks_stay_on_torch_and_large_ones_take_the_kernel(monkeypatch) -> None:
+    calls = []
+    inner = summary_kernel.fold
+    monkeypatch.setattr(summary_kernel, "fold", lambda *a: calls.append(1) or inner(*a))
+    g = torch.Generator().manual_seed(10)
+    small = torch.randn(4, 2, summary.KERNEL_MIN // 8 - 1, generator=g)
+    large = torch.randn(4, 2, summary.KERNEL_MIN // 8, generator=g)
+    for logits, expected in ((small, []), (large, [1])):
+        calls.clear()
+        check(fold(logits, 1, True), reference(logits, 2), True)
+        assert calls == expected
+
+
+def test_small_workloads_do_not_import_numba() -> None:
+    code = (
+        "import sys, torch\n"
+        "from dropkit.mc.summary import Accumulator\n"
+        "acc = Accumulator('classification', 1, True)\n"
+        "acc.add(torch.randn(3, 4, 10))\n"
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
