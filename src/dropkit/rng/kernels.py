@@ -9,7 +9,8 @@ answered without importing (``importlib.util.find_spec``).
 import, its target initialisation and the load of a cached kernel all happen off the caller's
 path. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the same six
 kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy twins of
-:mod:`dropkit.rng.cpu_numpy` (the same bits), larger calls wait for the load and run numba. Once
+:mod:`dropkit.rng.cpu_numpy` (the same bits; only the NaN that an add of two NaNs returns is
+left open, as by IEEE), larger calls wait for the load and run numba. Once
 loaded, :func:`cpu_kernels` returns the numba module itself (one global check per call).
 
 * **Fork:** a fork hook joins a running loader first, so a child never inherits a half-done
