@@ -50,8 +50,21 @@ def _readonly_copy() -> str:
     return root
 
 
+@pytest.fixture(scope="module")
+def nobody_can_run_python() -> None:
+    """Skip where the unprivileged user cannot import this interpreter's packages (a virtual
+    environment inside a folder only its owner may enter): then nothing about dropkit can be
+    tested as that user."""
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    cmd += [sys.executable, "-c", "import numpy, numba"]
+    done = subprocess.run(cmd, env={"PATH": os.environ.get("PATH", "")}, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"user {NOBODY} cannot import numpy/numba from {sys.prefix} (not readable)")
+
+
 @pytest.mark.parametrize("temp_usable", [True, False])
-def test_readonly_install_imports_and_runs(temp_usable):
+def test_readonly_install_imports_and_runs(temp_usable, nobody_can_run_python):
     root = _readonly_copy()
     tmp = tempfile.mkdtemp(prefix="dropkit-tmp-")
     try:
