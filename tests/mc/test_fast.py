@@ -255,3 +255,22 @@ def test_the_first_layer_of_a_replicated_batch_runs_once(batch_first):
             assert seen == [k * n, k * n]
     for a, b in zip(plain, once, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_packed_sequence_rnn_draws_its_inter_layer_mask_from_the_philox_stream():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(4, 6, 2, dropout=0.5, batch_first=True).train()
+    packed = pack_padded_sequence(torch.randn(3, 5, 4), [5, 4, 2], batch_first=True)
+    with torch.no_grad():
+        assert _bernoulli_calls(lambda: rnn(packed)) == 1
+        with fast.FastDropout():
+            assert _bernoulli_calls(lambda: rnn(packed)) == 0
+            torch.manual_seed(5)
+            a = rnn(packed)[0].data
+            torch.manual_seed(5)
+            b = rnn(packed)[0].data
+        eval_out = rnn.eval()(packed)[0].data
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, eval_out)

@@ -31,6 +31,8 @@ CPU all of these draw their mask with one aten op, ``bernoulli_(keep)`` on a fre
 :class:`FastBernoulli`, a ``TorchDispatchMode``, fills that tensor from the Philox stream with
 dropkit's kernel instead (same law: 1 with probability ``keep``, else 0, seed from torch's
 generator or the op's ``generator``), and torch goes on to scale and multiply as it does.
+:class:`FastDropout` enters it only around a fused RNN op on a ``PackedSequence`` (the one
+case left once MHA, SDPA and padded RNNs are answered above), so no other op pays for it.
 
 Only floating CPU tensors (not nested) take this path, only with a rate in (0, 1] and
 ``training=True``; every other call, every other op and every other device runs as torch
@@ -75,6 +77,11 @@ def _cpu_float(*tensors: torch.Tensor | None) -> bool:
     )
 
 
+def _inverse(order: list[int]) -> list[int]:
+    """The permutation that undoes ``x.permute(order)``."""
+    return sorted(range(len(order)), key=order.__getitem__)
+
+
 def _memory_order(x: torch.Tensor) -> list[int] | None:
     """The permutation of ``x``'s dims that makes it contiguous (its memory order), or None
     when ``x`` is not dense (overlapping or with gaps)."""
@@ -110,8 +117,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
             )  # fmt: skip
             if inplace:
                 return input
-            inverse = sorted(range(len(order)), key=order.__getitem__)
-            return out.permute(inverse)
+            return out.permute(_inverse(order))
     return F.dropout(input, p, True, inplace)
 
 
@@ -228,7 +234,7 @@ def _repeat(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     dense = t.permute(order)
     at = order.index(dim)
     copies = dense.repeat(*[k if d == at else 1 for d in range(t.dim())])
-    return copies.permute(sorted(range(len(order)), key=order.__getitem__))
+    return copies.permute(_inverse(order))
 
 
 _RNN_OPS = {
@@ -283,8 +289,9 @@ def stacked_rnn(func, input, hx, params, has_biases, num_layers, rate, train, bi
 class FastDropout(TorchFunctionMode):
     """While active, ``F.dropout``, ``F.scaled_dot_product_attention`` and
     ``F.multi_head_attention_forward`` calls go to :func:`dropout`,
-    :func:`scaled_dot_product_attention` and torch's MHA forward calling those two; everything
-    else runs unchanged."""
+    :func:`scaled_dot_product_attention` and torch's MHA forward calling those two; torch's
+    fused RNN ops to :func:`stacked_rnn` (padded input) or run under :class:`FastBernoulli`
+    (a ``PackedSequence``); everything else runs unchanged."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is tF.dropout:
@@ -293,17 +300,20 @@ class FastDropout(TorchFunctionMode):
             func = scaled_dot_product_attention
         elif func is tF.multi_head_attention_forward:
             func = _multi_head_attention_forward()
-        elif (
-            _rnn_op(func)
-            and not kwargs
-            and len(args) == 9
-            and isinstance(args[2], list | tuple)  # the padded form (not a PackedSequence)
-            and args[4] > 1
-            and args[5] > 0.0
-            and args[6]
-            and _cpu_float(args[0])
-        ):
-            return stacked_rnn(func, *args)
+        elif _rnn_op(func):
+            if (
+                not kwargs
+                and len(args) == 9
+                and isinstance(args[2], list | tuple)  # the padded form (not a PackedSequence)
+                and args[4] > 1
+                and args[5] > 0.0
+                and args[6]
+                and _cpu_float(args[0])
+            ):
+                return stacked_rnn(func, *args)
+            # a PackedSequence: the op draws its inter-layer mask inside, with bernoulli_
+            with FastBernoulli():
+                return func(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 

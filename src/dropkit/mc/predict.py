@@ -15,7 +15,7 @@ from torch import nn
 from dropkit.rng.backend import SEED_BOUND
 
 from .chunking import Chunking
-from .fast import FastBernoulli, FastDropout, replicated
+from .fast import FastDropout, replicated
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
@@ -250,8 +250,6 @@ def predict(
                         plan, reason = session.prefix_plan(batch)
                     if not consistent and (device is None or device.type == "cpu"):
                         stack.enter_context(FastDropout())  # after the probes: they see torch's
-                        if session.internal_dropout:
-                            stack.enter_context(FastBernoulli())
                 run = session.strategy
                 session.sampler.rows = batch.n
                 if run == "prefix" and (plan is None or batch.single is None):
@@ -325,13 +323,6 @@ class _Session:
             )
         self.strategy = ("loop" if fixed else "prefix") if strategy == "auto" else strategy
         self.sampled = [model.get_submodule(n) for n in self.plan.train]
-        # dropout drawn inside torch's own ops, where a function mode cannot answer it: the
-        # RNNs' inter-layer dropout (a dispatch mode answers it, at a cost on every op)
-        self.internal_dropout = any(
-            isinstance(model.get_submodule(c.module), nn.RNNBase)
-            and c.op.startswith("aten.bernoulli_")
-            for c in self.plan.calls
-        )
         self.stochastic = sorted(self.plan.stochastic)
         self.signature = functools.cache(lambda: model_signature(model, self.stochastic))
         base = 0 if seed is None or not consistent else int(seed)
