@@ -15,7 +15,12 @@ math path. Hugging Face models spend most of an MC forward there. Without ``cons
   :math:`\mathrm{dropout}(\mathrm{softmax}_0(q k^\top s + B))\,v`, ``s = scale`` or
   :math:`1/\sqrt{E}`, ``B`` the additive mask (``-inf`` where a boolean mask or the causal
   mask is False), ``softmax_0`` torch's ``_safe_softmax`` (a row with every key masked gives
-  zeros), and the dropout of the first item.
+  zeros), and the dropout of the first item;
+* ``multi_head_attention_forward`` (what ``nn.MultiheadAttention`` calls): a plain
+  self-attention (no masks, ``need_weights=False``, nothing recorded for autograd) by
+  :func:`dropkit.mc.attention.self_attention`, which makes no head-major copies and, on a
+  replicated batch, projects and normalises one copy only; any other call by torch's own
+  function with the two answers above in its globals.
 
 A stacked ``nn.RNN/LSTM/GRU`` with ``dropout=`` runs its fused op once per layer, with the
 inter-layer dropout of the first item in between (:func:`stacked_rnn`). While
@@ -59,6 +64,8 @@ from dropkit.functional.mask import _mask_value
 from dropkit.rng import backend as rng_backend
 from dropkit.rng.kernels import cpu_kernels, numba_available
 from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, numba_dropout
+
+from .attention import multi_head_attention
 
 _SAFE_SOFTMAX = getattr(torch.ops.aten, "_safe_softmax", None)
 
@@ -119,6 +126,10 @@ def dropout(input, p=0.5, training=True, inplace=False):
                 return input
             return out.permute(_inverse(order))
     return F.dropout(input, p, True, inplace)
+
+
+def _drop_inplace(t: torch.Tensor, p: float) -> torch.Tensor:
+    return dropout(t, p, True, True)
 
 
 def _bias(mask, is_causal: bool, q: torch.Tensor, length: int, source: int):
@@ -299,6 +310,9 @@ class FastDropout(TorchFunctionMode):
         elif func is tF.scaled_dot_product_attention:
             func = scaled_dot_product_attention
         elif func is tF.multi_head_attention_forward:
+            out = multi_head_attention(args, kwargs or {}, _drop_inplace, _REPLICAS.get())
+            if out is not None:
+                return out
             func = _multi_head_attention_forward()
         elif _rnn_op(func):
             if (
