@@ -19,6 +19,7 @@ from .fast import FastDropout, replicated
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
+from .ownership import sole_owner
 from .plan import cached_plan
 from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for
 from .probe import no_fast_path
@@ -100,7 +101,10 @@ def _run(model, batch: Batch, samples, chunking, strategy, plan, sampler, pick, 
         k = len(ts)
         sampler.begin(ts)
         out = pick(forward(k), k * n)
-        sink(out.reshape(k, n, *out.shape[1:]))
+        chunk = out.reshape(k, n, *out.shape[1:])
+        del out  # so that a chunk nobody else holds can be proven so (and written in place)
+        owned = sole_owner(chunk)  # on its own line: a call's pending arguments hold references
+        sink(chunk, owned)
 
 
 def predict(
@@ -194,7 +198,10 @@ def predict(
             a key of a dict batch; None: every element is an input. Left out, a batch of
             several tensors or a dict with a label key raises (never guessed).
         keep_samples: False keeps only running statistics (``samples`` is None), so the
-            memory is that of one chunk of samples, not of all T.
+            memory is that of one chunk of samples, not of all T. True (default): when one
+            chunk holds all T samples and nothing but ``predict`` holds the model's output
+            (:func:`dropkit.mc.ownership.sole_owner`), the probabilities are written into
+            that output, so no second ``(T, N, ...)`` tensor is made.
 
     Which ops are sampled is found by probing forwards on the first batch
     (:mod:`dropkit.mc.probe`, :mod:`dropkit.mc.plan`): every random aten op the forward issues
@@ -357,7 +364,7 @@ class _Sink:
         self.total = total
         self.acc: Accumulator | None = None
 
-    def __call__(self, chunk: torch.Tensor) -> None:
+    def __call__(self, chunk: torch.Tensor, owned: bool = False) -> None:
         if self.acc is None:
             task, class_dim, keep, tau, targets = self.args
             dim = (
@@ -369,7 +376,7 @@ class _Sink:
                 _check_shape(targets, chunk.shape[1:])
             targets = targets if task == "regression" else None
             self.acc = Accumulator(task, dim, keep, tau, targets, total=self.total)
-        self.acc.add(chunk)
+        self.acc.add(chunk, owned)
 
 
 def _check_shape(targets: torch.Tensor, shape) -> None:
