@@ -107,3 +107,30 @@ def test_module_fast_paths_draw_what_the_functional_draws(dtype, module, op, sha
     ya, yb, ga, gb = _grad_pair(layer, general, x, dy)
     assert torch.equal(ya, yb)
     assert torch.equal(ga, gb)
+
+
+@pytest.mark.parametrize("layout", ["expanded", "gapped", "transposed", "channels_last"])
+def test_a_strided_gradient_gets_the_forward_mask(layout):
+    """Backward regenerates the forward's mask for any gradient layout (``sum()`` gives an
+    expanded one); a dense permuted tensor keeps its strides, an overlapping or gapped one
+    comes back contiguous, as ``torch.empty_like`` gives."""
+    torch.manual_seed(0)
+    shape = (3, 4, 5, 6)
+    base = torch.randn(shape)
+    dy = {
+        "expanded": torch.randn(1, 4, 1, 6).expand(shape),
+        "gapped": torch.randn(3, 4, 5, 12)[..., ::2],
+        "transposed": torch.randn(6, 5, 4, 3).permute(3, 2, 1, 0),
+        "channels_last": torch.randn(shape).contiguous(memory_format=torch.channels_last),
+    }[layout]
+    x = base.clone().requires_grad_(True)
+    y = F.dropout(x, 0.4, seed=5)
+    y.backward(dy)
+    keep = y.detach() != 0
+    torch.testing.assert_close(x.grad, torch.where(keep, dy * (1 / 0.6), 0.0), rtol=0, atol=0)
+    direct = F.dropout(dy, 0.4, seed=5)
+    torch.testing.assert_close(direct, torch.where(keep, dy * (1 / 0.6), 0.0), rtol=0, atol=0)
+    if layout in ("transposed", "channels_last"):
+        assert direct.stride() == dy.stride()
+    else:
+        assert direct.is_contiguous()

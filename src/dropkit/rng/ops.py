@@ -111,6 +111,16 @@ def numba_dropout(
     return out
 
 
+def _is_dense(x: Tensor) -> bool:
+    """Whether ``x`` covers its memory without overlaps or gaps (some permutation of its dims
+    is contiguous), so ``empty_like`` keeps its strides."""
+    strides = x.stride()
+    if 0 in strides:  # expanded (a broadcast gradient): overlapping
+        return x.numel() <= 1
+    order = sorted(range(x.dim()), key=lambda d: -strides[d])
+    return x.permute(order).is_contiguous()
+
+
 def dropout_kernel(
     x: Tensor, seed: int, offset: int, p: float, scale: float, backend: str
 ) -> Tensor:
@@ -129,9 +139,11 @@ def dropout_kernel(
     if p >= 1.0 or scale == 0.0:
         return torch.zeros_like(x)
     if not x.is_contiguous():
-        out = torch.empty_like(x)
-        out.copy_(dropout_kernel(x.contiguous(), seed, offset, p, scale, backend))
-        return out
+        dense = x.contiguous()  # logical row-major order: the mask's indexing
+        out = dropout_kernel(dense, seed, offset, p, scale, backend)
+        if _is_dense(x):  # channels_last, transposed: keep the input's strides
+            return torch.empty_like(x).copy_(out)
+        return out  # expanded or gapped (a broadcast gradient): strides of a fresh tensor
     if x.requires_grad:
         x = x.detach()
     if backend == "triton":
