@@ -4,10 +4,12 @@ Twins: each function of :mod:`dropkit.rng.cpu_numpy` must write the same bits as
 kernel of the same name, on random data salted with NaN, infinities, signed zeros, subnormals,
 overflowing products and exact half-precision rounding ties, over sizes 1..5000, offsets 0..7
 (and one past 2^34, so the counter's high word moves), streams 0 and 3, and thresholds from
-"keep all" to "drop almost all". Loader: checked in fresh interpreters (the state under test is
-the first call of a process): small calls during the load are answered by the twins with numba's
-bits, large calls wait for numba, a fork during the load gives a working child, a broken numba
-raises on the next call, and ``DROPKIT_EAGER_KERNELS=1`` loads synchronously.
+"keep all" to "drop almost all"; the Gaussian kernels over noise scales up to one whose noise
+overflows to infinity, the half ones on every bit pattern. Loader: checked in fresh interpreters
+(the state under test is the first call of a process): small calls during the load (dropout and
+Gaussian dropout) are answered by the twins with numba's bits, large calls wait for numba, a fork
+during the load gives a working child, a broken numba raises on the next call, and
+``DROPKIT_EAGER_KERNELS=1`` loads synchronously.
 """
 
 from __future__ import annotations
@@ -187,11 +189,65 @@ def test_bias_dropout_add_twin(dtype):
     assert seen_two_nans  # the exception above is exercised, not vacuous
 
 
+#: Noise scales sqrt(p / (1 - p)) for the Gaussian kernels: ordinary rates, a rate near 1, and
+#: one whose noise overflows float32 and the half types to infinity (x * inf: inf, or NaN at 0).
+SIGMAS = (1 / 3, 1.0, 3.0, 1e3, 1e40)
+
+
+def test_normal_twin():
+    for n, offset, stream, seed, _ in _cases():
+        a, b = _both("normal_kernel", seed, offset, stream, out_index=0, out=np.full(n, 7.0))
+        assert _same_bits(a, b), (n, offset, stream)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_twin(dtype):
+    rng = np.random.default_rng(6)
+    for k, (n, offset, stream, seed, _) in enumerate(_cases()):
+        x = _floats(rng, n, dtype)
+        junk = rng.standard_normal(n).astype(dtype)
+        sigma = SIGMAS[k % len(SIGMAS)]
+        a, b = _both("gaussian_kernel", x, seed, offset, stream, sigma, out_index=1, out=junk)
+        assert _same_bits(a, b), (n, offset, stream, sigma)
+        xa, xb = x.copy(), x.copy()  # in place (out is x)
+        cpu.gaussian_kernel(xa, xa, seed, offset, stream, sigma)
+        cpu_numpy.gaussian_kernel(xb, xb, seed, offset, stream, sigma)
+        assert _same_bits(xa, xb), (n, offset, stream, sigma)
+
+
+@pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
+def test_gaussian_half_twin_every_bit_pattern(is_bf16):
+    x = np.arange(2**16, dtype=np.uint32).astype(np.uint16)  # all 65536 values, NaNs included
+    junk = np.full(x.size, 0x1234, np.uint16)
+    for sigma in SIGMAS:
+        for offset in (0, 3):
+            a, b = _both("gaussian_half_kernel", x, 77, offset, 3, sigma, is_bf16,
+                         out_index=1, out=junk)  # fmt: skip
+            bad = np.flatnonzero(a != b)
+            assert bad.size == 0, (sigma, [(hex(x[i]), hex(a[i]), hex(b[i])) for i in bad[:5]])
+
+
+@pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
+def test_gaussian_half_twin(is_bf16):
+    rng = np.random.default_rng(7)
+    for k, (n, offset, stream, seed, _) in enumerate(_cases()):
+        x = rng.integers(0, 2**16, n, dtype=np.uint16)
+        junk = rng.integers(0, 2**16, n, dtype=np.uint16)
+        sigma = SIGMAS[k % len(SIGMAS)]
+        a, b = _both("gaussian_half_kernel", x, seed, offset, stream, sigma, is_bf16,
+                     out_index=1, out=junk)  # fmt: skip
+        assert _same_bits(a, b), (n, offset, stream, sigma)
+
+
 def test_twins_write_nothing_for_empty_arrays():
     e = np.empty(0, np.float32)
     cpu_numpy.masked_scale_kernel(e, e, 1, 0, 0, 1 << 31, 2.0)
     cpu_numpy.words_kernel(np.empty(0, np.uint32), 1, 0, 0)
     cpu_numpy.bias_dropout_add_kernel(e, e, e, e, 1, 0, 0, 1 << 31, 2.0)
+    cpu_numpy.normal_kernel(np.empty(0), 1, 3, 0)
+    cpu_numpy.gaussian_kernel(e, e, 1, 3, 0, 0.5)
+    h = np.empty(0, np.uint16)
+    cpu_numpy.gaussian_half_kernel(h, h, 1, 3, 0, 0.5, True)
     assert e.size == 0
 
 
@@ -249,6 +305,29 @@ def test_first_call_is_answered_by_the_twin_with_numbas_bits():
         assert twin_calls == [1024], twin_calls
         assert torch.equal(first.view(torch.int32), again.view(torch.int32))
         assert torch.equal(first, reference(x, 11))
+        print("ok")
+        """,
+        PRELUDE,
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_first_gaussian_call_is_answered_by_the_twin_with_numbas_bits():
+    out = _run(
+        """
+        calls = []
+        _gauss = cpu_numpy.gaussian_kernel
+        def _recording_gauss(x, *args):
+            calls.append(x.size)
+            return _gauss(x, *args)
+        cpu_numpy.gaussian_kernel = _recording_gauss
+        x = torch.randn(1000)
+        first = F.gaussian_dropout(x, 0.3, seed=11, offset=1)
+        assert calls == [1000], calls               # answered by NumPy while numba loads
+        kernels._loader.join()
+        again = F.gaussian_dropout(x, 0.3, seed=11, offset=1)
+        assert calls == [1000], calls               # now numba
+        assert torch.equal(first.view(torch.int32), again.view(torch.int32))
         print("ok")
         """,
         PRELUDE,

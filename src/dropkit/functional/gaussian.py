@@ -8,12 +8,31 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.autograd.forward_ad as _fwd_ad
 
-from dropkit.rng.backend import resolve
+from dropkit.rng.backend import draw_key, resolve
+from dropkit.rng.kernels import cpu_kernels, numba_available
 
 from ._validation import check_input, check_p
 from .mask import batch_first, random_words, resolve_seed
+
+_NUMBA = numba_available()
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_is_batched = torch._C._functorch.is_batchedtensor
+_grad_enabled = torch.is_grad_enabled
+_SingleLevel = torch.autograd.function._SingleLevelFunction
+#: dtypes of the fused CPU kernel: the float kernel (None) or the half kernel on uint16 bits
+#: (True for bfloat16, False for float16).
+_KERNEL_KIND = {
+    torch.float32: None,
+    torch.float64: None,
+    torch.bfloat16: True,
+    torch.float16: False,
+}
 
 
 def standard_normal(
@@ -32,11 +51,40 @@ def standard_normal(
     :math:`z_{2k} = \sqrt{-2 \ln u_1} \cos 2\pi u_2`, :math:`z_{2k+1} = \sqrt{-2 \ln u_1} \sin
     2\pi u_2` (Box & Muller 1958); element ``i`` takes position ``offset + i``, as
     :func:`dropkit.rng.normal`.
+
+    On the CPU (numba backend, eager) the values come from the kernel
+    :func:`dropkit.rng.cpu.normal_kernel`, which evaluates the formula in float64 with
+    fdlibm's logarithm, sine and cosine written in exactly rounded IEEE operations (no fused
+    multiply-adds): the same bits wherever numba runs and in its NumPy twin, and the noise that
+    :func:`gaussian_dropout`'s fused kernel applies. Elsewhere (other backends and devices,
+    traced code) the formula runs as torch ops with torch's ``log``/``cos``/``sin``. The two
+    evaluations, and NumPy's (:func:`dropkit.rng.normal`), agree to a few units in the last
+    place of float64 (absolute difference below 1e-14; torch's and NumPy's own ``log``/``cos``
+    differ from each other in the last bit too; the kernel's values are the closer to the exact
+    ones, within 4 ulps). Rounded to float32, bfloat16 or float16 they agree exactly but for a
+    value within that distance of a rounding boundary (of order 1e-8 per value; none among the
+    2^20 positions per dtype and rate that the tests compare).
     """
     shape = tuple(int(n) for n in shape)
     n = math.prod(shape)
     start = offset - offset % 2  # pairs begin at even positions
     count = (offset + n + 1) // 2 * 2 - start
+    dev = torch.device("cpu" if device is None else device)
+    if (
+        dev.type == "cpu"
+        and _NUMBA
+        and not _is_compiling()
+        and not _dispatch_modes()
+        and resolve(dev, backend) == "numba"
+    ):
+        # The seed is drawn as random_words would draw it (the same positions counted).
+        seed_t, first = resolve_seed(seed, start, generator, count)
+        if not _is_batched(seed_t):  # a per-entry seed under vmap: the torch ops below
+            z = torch.empty(shape, dtype=torch.float64, device="cpu")
+            kernel_offset = first + offset - start
+            cpu_kernels().normal_kernel(z.view(-1).numpy(), int(seed_t), kernel_offset, 0)
+            return z
+        seed, offset, start, generator = seed_t, first + offset - start, first, None
     words = random_words(
         count, device=device, seed=seed, offset=start, backend=backend, generator=generator
     ).to(torch.float64)
@@ -69,7 +117,15 @@ def gaussian_noise(
 def _gaussian_op(
     x: torch.Tensor, seed: torch.Tensor, offset: int, p: float, backend: str
 ) -> torch.Tensor:
-    """``x * noise`` with the noise from the Philox stream (see :func:`standard_normal`)."""
+    """``x * noise`` with the noise from the Philox stream (see :func:`standard_normal`); the
+    fused kernel where it applies (the same bits)."""
+    if (
+        backend == "numba"
+        and x.dtype in _KERNEL_KIND
+        and x.device.type == "cpu"
+        and not _dispatch_modes()
+    ):
+        return _apply_noise(x, int(seed), offset, p)
     return x * _noise(seed, tuple(x.shape), p, x.dtype, x.device, offset, backend)
 
 
@@ -79,14 +135,16 @@ def _(x, seed, offset, p, backend):
 
 
 def _gaussian_setup(ctx, inputs, output) -> None:
-    x, seed, offset, p, backend = inputs
+    _, seed, offset, p, backend = inputs
     ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
-    ctx.args = (tuple(x.shape), p, x.dtype, x.device, offset, backend)
+    ctx.args = (offset, p, backend)
 
 
 def _gaussian_backward(ctx, grad):
+    # The op itself on the gradient (linear in x): the compiled backward stays opaque too, so
+    # it regenerates the noise with the forward's kernel rather than a traced torch formula.
     (seed,) = ctx.saved_tensors
-    return grad * _noise(seed, *ctx.args), None, None, None, None
+    return _gaussian_op(grad, seed, *ctx.args), None, None, None, None
 
 
 _gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup)
@@ -135,6 +193,71 @@ class _GaussianDropout(torch.autograd.Function):
         return x * _noise(seed, tuple(x.shape[1:]), p, x.dtype, x.device, offset, backend), 0
 
 
+def _apply_noise(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:
+    """``x * gaussian_noise(x.shape, p, dtype=x.dtype, seed=seed, offset=offset)`` in one pass of
+    the fused CPU kernel (no autograd): the same bits, the noise never materialised.
+
+    The noise is indexed by ``x``'s logical row-major index whatever its strides; the output keeps
+    ``x``'s strides when ``x`` is dense (``torch.empty_like``'s rule, as dropout).
+    """
+    if x.requires_grad:
+        x = x.detach()
+    out = torch.empty_like(x)
+    if not x.is_contiguous():
+        return out.copy_(_apply_noise(x.contiguous(), seed, offset, p))
+    sigma = math.sqrt(p / (1.0 - p))  # as gaussian_noise computes it
+    half = _KERNEL_KIND[x.dtype]
+    if half is None:  # .numpy().reshape(-1): half the cost of .view(-1).numpy() at small sizes
+        xa, oa = x.numpy().reshape(-1), out.numpy().reshape(-1)
+        cpu_kernels().gaussian_kernel(xa, oa, seed, offset, 0, sigma)
+    else:  # half types travel as their uint16 bits (NumPy has no bfloat16)
+        xa = x.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+        oa = out.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+        cpu_kernels().gaussian_half_kernel(xa, oa, seed, offset, 0, sigma, half)
+    return out
+
+
+def _fused(x: torch.Tensor, seed: torch.Tensor, offset: int, p: float) -> torch.Tensor:
+    """Gaussian dropout of a CPU tensor of a kernel dtype on the numba backend, eager.
+
+    A call that records no graph runs the kernel directly; one that records a graph goes through
+    :class:`_EagerGaussian` (classic ``forward(ctx, ...)``: torch neither binds arguments nor
+    calls ``setup_context``); forward-mode AD and ``torch.func`` transforms take
+    :class:`_GaussianDropout`, which has the ``jvp`` and ``vmap`` rules. Every route gives the
+    same bits.
+    """
+    if _functorch_active() or _fwd_ad._current_level >= 0:
+        return _GaussianDropout.apply(x, seed, offset, p, "numba")
+    if x.requires_grad and _grad_enabled():
+        return _eager_apply(x, seed, offset, p)
+    return _apply_noise(x, int(seed), offset, p)
+
+
+class _EagerGaussian(torch.autograd.Function):
+    """Plain eager reverse mode of :class:`_GaussianDropout` (see :func:`_fused`): only the 0-d
+    seed is saved; backward runs the fused kernel on the gradient (the noise regenerated), or
+    records the op again under ``create_graph=True``."""
+
+    @staticmethod
+    def forward(ctx, x, seed, offset, p):
+        ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
+        ctx.args = (offset, p)
+        return _apply_noise(x, int(seed), offset, p)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seed,) = ctx.saved_tensors
+        offset, p = ctx.args
+        if grad.requires_grad and _grad_enabled():  # create_graph: record the op again
+            return _fused(grad, seed, offset, p), None, None, None
+        return _apply_noise(grad, int(seed), offset, p), None, None, None
+
+
+# torch's Python ``Function.apply`` only unwraps dead functorch wrappers outside transforms;
+# the C++ apply underneath is all a plain eager call needs.
+_eager_apply = super(_SingleLevel, _EagerGaussian).apply
+
+
 def gaussian_dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -151,8 +274,33 @@ def gaussian_dropout(
     moments of the inverted Bernoulli mask); eval :math:`y = x`. ``p = 1`` is rejected (infinite
     variance). The noise is regenerated from the seed in backward, never stored.
 
+    The noise is :func:`gaussian_noise`'s: element ``i`` (the logical row-major index, whatever
+    the strides) takes stream position ``offset + i``, :math:`1 + \sigma z_i` is computed in
+    float64 and rounded once to the input's dtype, and the product is taken in that dtype. On
+    the CPU (numba backend) forward and backward are one fused kernel pass each
+    (:func:`dropkit.rng.cpu.gaussian_kernel`) and give the bits of ``x * gaussian_noise(...)``;
+    a dense non-contiguous input keeps its strides. Autograd works in every mode (backward,
+    double backward, forward-mode AD, ``torch.func``, ``vmap``, ``torch.compile``).
+
     Shape: any; output the same.
     """
+    if (
+        training
+        and type(p) is float
+        and 0.0 < p < 1.0
+        and not inplace
+        and seed is None
+        and offset == 0
+        and backend is None
+        and generator is None
+        and type(input) is torch.Tensor
+        and input.is_cpu
+        and input.dtype in _KERNEL_KIND
+        and _NUMBA
+        and not _is_compiling()
+    ):  # the common call, with nothing to validate or resolve: straight to the kernel
+        seed_t, offset = draw_key(None, 0, input.numel())
+        return _fused(input, seed_t, offset, p)
     x = input
     check_input(x, "gaussian_dropout")
     p = check_p(p, "gaussian_dropout", allow_one=False)
@@ -162,6 +310,14 @@ def gaussian_dropout(
     seed_t, offset = resolve_seed(seed, offset, generator, x.numel())
     if inplace:
         return x.mul_(_noise(seed_t, tuple(x.shape), p, x.dtype, x.device, offset, backend))
+    name = resolve(x.device, backend)
     if torch.compiler.is_compiling():  # opaque to the compiler, which does not trace a jvp
-        return _gaussian_op(x, seed_t, offset, p, resolve(x.device, backend))
-    return _GaussianDropout.apply(x, seed_t, offset, p, resolve(x.device, backend))
+        return _gaussian_op(x, seed_t, offset, p, name)
+    if (
+        name == "numba"
+        and x.dtype in _KERNEL_KIND
+        and type(x) in (torch.Tensor, torch.nn.Parameter)
+        and not _dispatch_modes()
+    ):
+        return _fused(x, seed_t, offset, p)
+    return _GaussianDropout.apply(x, seed_t, offset, p, name)

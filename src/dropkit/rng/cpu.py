@@ -40,6 +40,10 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 
 if AVAILABLE:
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
     from . import threads as _threads
     from .jitcache import cached_njit
     from .threads import launch
@@ -114,20 +118,25 @@ if AVAILABLE:
         hi = min(base + 4 * m, n)
         return lo, hi, lo - base
 
-    def _twins(body):
+    def _twins(body, **options):
         """A parallel and a serial dispatcher compiled from one Python body.
 
         With ``parallel=False`` numba runs ``prange`` as ``range``. The serial twin is a copy
         of the function under another qualified name because numba names cache files after
         the qualified name and does not key its index on ``parallel``: two dispatchers of one
-        function would overwrite each other's cached code.
+        function would overwrite each other's cached code. ``options`` go to both (numba's
+        ``error_model="numpy"`` for a body that divides: the default Python model tests every
+        divisor for zero, a branch that stops the loop from vectorising).
         """
         serial = types.FunctionType(
             body.__code__, body.__globals__, body.__name__ + "_serial", body.__defaults__
         )
         serial.__qualname__ = body.__qualname__ + "_serial"
         serial.__doc__ = body.__doc__
-        return cached_njit(parallel=True, nogil=True)(body), cached_njit(nogil=True)(serial)
+        return (
+            cached_njit(parallel=True, nogil=True, **options)(body),
+            cached_njit(nogil=True, **options)(serial),
+        )
 
     def _masked_scale(x, out, seed, offset, stream, threshold, scale):
         n = x.size
@@ -289,12 +298,330 @@ if AVAILABLE:
             for k in range(hi - lo):
                 ov[k] = v if wv[k] >= thr else zero
 
+    # ------------------------------------------------------------------ Gaussian noise
+    # Box-Muller normals (dropkit.functional.standard_normal): position 2k and 2k + 1 share the
+    # words (w_2k, w_2k+1): z_2k = sqrt(-2 ln u1) cos(2 pi u2), z_2k+1 = ... sin(2 pi u2), with
+    # u1 = (w_2k + 1) 2^-32 and u2 = w_2k+1 2^-32. numba's np.log/np.cos/np.sin are scalar libm
+    # calls (no vector maths library is assumed), ~15 ns per element; so the kernel evaluates
+    # them with the fdlibm algorithms (Sun, 1993; the FreeBSD/musl kernels) written out in
+    # +, -, *, / and sqrt only. These vectorise, are exactly rounded IEEE operations (numba does
+    # not contract them into FMAs without fastmath), and so give the same bits on every x86 or
+    # ARM CPU and in the NumPy twin (dropkit.rng.cpu_numpy), which repeats them step by step.
+    #
+    # * ln u1: v = w + 1 is converted exactly (the 2^52 magic-number trick), split into
+    #   2^k * m with m in [sqrt(2)/2, sqrt(2)) from its bits, s = f / (2 + f) for f = m - 1, and
+    #   ln m = 2 s + s R(s^2) with fdlibm's Lg1..Lg7 (e_log.c); -2 ln u1 = -2 (k - 32) ln 2 - 4 s
+    #   - 2 s R, with ln 2 split in fdlibm's ln2_hi + ln2_lo (k ln2_hi exact).
+    # * The angle is reduced exactly on the integer word: w + 2^29 = q 2^30 + r' gives the
+    #   quadrant q and theta = (r' - 2^29) * 2 pi / 2^32 in [-pi/4, pi/4] (one rounding), then
+    #   fdlibm's __kernel_sin / __kernel_cos (k_sin.c, k_cos.c) and the quadrant's swap / signs.
+    #
+    # Each step is accurate to within an ulp or so; z is within a few ulps of the libm / SLEEF
+    # evaluation of the same formula (torch's and NumPy's float64 answers differ from each other
+    # in the last bit too). Per 8192-position block the words are computed first, then the
+    # normals in chunks of CHUNK pairs through short loops over L1-resident scratch (one long
+    # loop body leaves the FP scheduler waiting on its dependency chain), then the output.
+
+    _CHUNK = 256  # pairs per pass of the normal loops: 8 scratch arrays of 2 KiB
+
+    @_intrinsic
+    def _f64_bits(typingctx, x):
+        """The uint64 bits of a float64 (a register bitcast, free in vector code)."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.IntType(64))
+
+        return _types.uint64(_types.float64), codegen
+
+    @_intrinsic
+    def _bits_f64(typingctx, b):
+        """The float64 whose bits are the uint64 ``b``."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.DoubleType())
+
+        return _types.float64(_types.uint64), codegen
+
+    @_intrinsic
+    def _f32_bits(typingctx, x):
+        """The uint32 bits of a float32."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.IntType(32))
+
+        return _types.uint32(_types.float32), codegen
+
+    @_intrinsic
+    def _bits_f32(typingctx, b):
+        """The float32 whose bits are the uint32 ``b``."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.FloatType())
+
+        return _types.float32(_types.uint32), codegen
+
+    _MAGIC = np.uint64(0x4330000000000000)  # bits of 2^52: (2^52 | v) - 2^52 = v, exactly
+    _TWO52 = 2.0**52
+    _K_BIAS = 2.0**52 + 1023.0 + 32.0  # undoes the magic, the exponent bias and u1 = v 2^-32
+    _MANT_BITS = np.uint64(0x000FFFFFFFFFFFFF)
+    _SQRT2_CARRY = np.uint64(0x00095F6400000000)  # carries into bit 52 iff the mantissa >= sqrt 2
+    _BIT52 = np.uint64(1 << 52)
+    _EXP_ONE = np.uint64(0x3FF0000000000000)
+    _ONE64 = np.uint64(1)
+    _SHIFT52 = np.uint64(52)
+    # -2 ln 2 = _NLN2_HI + _NLN2_LO (fdlibm's ln2_hi, ln2_lo times -2: exact).
+    _NLN2_HI = -2.0 * 6.93147180369123816490e-01
+    _NLN2_LO = -2.0 * 1.90821492927058770002e-10
+    # -2 Lg1 .. -2 Lg7 (fdlibm e_log.c), so that -2 s R(s^2) needs no extra product.
+    _NLG1 = -2.0 * 6.666666666666735130e-01
+    _NLG2 = -2.0 * 3.999999999940941908e-01
+    _NLG3 = -2.0 * 2.857142874366239149e-01
+    _NLG4 = -2.0 * 2.222219843214978396e-01
+    _NLG5 = -2.0 * 1.818357216161805012e-01
+    _NLG6 = -2.0 * 1.531383769920937332e-01
+    _NLG7 = -2.0 * 1.479819860511658591e-01
+    _ANGLE = 2.0 * np.pi / 2.0**32  # radians per unit of the word
+    _QUARTER = np.uint32(1 << 29)  # an eighth of a turn, in word units
+    _LOW30 = np.uint32((1 << 30) - 1)
+    _SHIFT30 = np.uint32(30)
+    # fdlibm k_sin.c / k_cos.c, |x| <= pi/4.
+    _S1 = -1.66666666666666324348e-01
+    _S2 = 8.33333333332248946124e-03
+    _S3 = -1.98412698298579493134e-04
+    _S4 = 2.75573137070700676789e-06
+    _S5 = -2.50507602534068634195e-08
+    _S6 = 1.58969099521155010221e-10
+    _C1 = 4.16666666666666019037e-02
+    _C2 = -1.38888888888741095749e-03
+    _C3 = 2.48015872894767294178e-05
+    _C4 = -2.75573143513906633035e-07
+    _C5 = 2.08757232129817482790e-09
+    _C6 = -1.13596475577881948265e-11
+
+    @numba.njit(inline="always")
+    def _philox_pairs(q0, m, stream, k0, k1, ev, od):
+        """:func:`_philox_block`'s words, split by pair: ``ev[j]`` and ``od[j]`` are words
+        ``2j`` and ``2j + 1`` of calls ``q0 ..`` (u1's and u2's word of pair ``j``). Calls ``t``
+        and ``t + h`` run side by side (two independent chains per iteration: ~25% faster than
+        one); for odd ``m`` one call past the end is computed into the arrays' spare room."""
+        a0, b0 = k0, k1
+        a1, b1 = (a0 + _W0) & _MASK, (b0 + _W1) & _MASK
+        a2, b2 = (a1 + _W0) & _MASK, (b1 + _W1) & _MASK
+        a3, b3 = (a2 + _W0) & _MASK, (b2 + _W1) & _MASK
+        a4, b4 = (a3 + _W0) & _MASK, (b3 + _W1) & _MASK
+        a5, b5 = (a4 + _W0) & _MASK, (b4 + _W1) & _MASK
+        a6, b6 = (a5 + _W0) & _MASK, (b5 + _W1) & _MASK
+        a7, b7 = (a6 + _W0) & _MASK, (b6 + _W1) & _MASK
+        a8, b8 = (a7 + _W0) & _MASK, (b7 + _W1) & _MASK
+        a9, b9 = (a8 + _W0) & _MASK, (b8 + _W1) & _MASK
+        h = (m + 1) >> 1
+        zero = np.uint64(0)
+        for t in range(h):
+            q = q0 + np.uint64(t)
+            p = q + np.uint64(h)
+            c = _round(q & _MASK, q >> _S32, stream, zero, a0, b0)
+            d = _round(p & _MASK, p >> _S32, stream, zero, a0, b0)
+            c = _round(c[0], c[1], c[2], c[3], a1, b1)
+            d = _round(d[0], d[1], d[2], d[3], a1, b1)
+            c = _round(c[0], c[1], c[2], c[3], a2, b2)
+            d = _round(d[0], d[1], d[2], d[3], a2, b2)
+            c = _round(c[0], c[1], c[2], c[3], a3, b3)
+            d = _round(d[0], d[1], d[2], d[3], a3, b3)
+            c = _round(c[0], c[1], c[2], c[3], a4, b4)
+            d = _round(d[0], d[1], d[2], d[3], a4, b4)
+            c = _round(c[0], c[1], c[2], c[3], a5, b5)
+            d = _round(d[0], d[1], d[2], d[3], a5, b5)
+            c = _round(c[0], c[1], c[2], c[3], a6, b6)
+            d = _round(d[0], d[1], d[2], d[3], a6, b6)
+            c = _round(c[0], c[1], c[2], c[3], a7, b7)
+            d = _round(d[0], d[1], d[2], d[3], a7, b7)
+            c = _round(c[0], c[1], c[2], c[3], a8, b8)
+            d = _round(d[0], d[1], d[2], d[3], a8, b8)
+            c = _round(c[0], c[1], c[2], c[3], a9, b9)
+            d = _round(d[0], d[1], d[2], d[3], a9, b9)
+            ev[2 * t] = np.uint32(c[0])
+            od[2 * t] = np.uint32(c[1])
+            ev[2 * t + 1] = np.uint32(c[2])
+            od[2 * t + 1] = np.uint32(c[3])
+            u = t + h
+            ev[2 * u] = np.uint32(d[0])
+            od[2 * u] = np.uint32(d[1])
+            ev[2 * u + 1] = np.uint32(d[2])
+            od[2 * u + 1] = np.uint32(d[3])
+
+    @numba.njit(inline="always")
+    def _normal_pairs(ev, od, m, f_, k_, s_, g_, t_, q_, a_, b_, zs):
+        """``zs[2j], zs[2j + 1]`` = the two normals of word pair ``(ev[j], od[j])``, j < m
+        (m <= _CHUNK); the other arrays are float64 scratch of _CHUNK elements."""
+        for j in range(m):  # ln u1's argument reduction; the angle's, exactly
+            v = _bits_f64((np.uint64(ev[j]) + _ONE64) | _MAGIC) - _TWO52
+            hx = _f64_bits(v)
+            mant = hx & _MANT_BITS
+            up = (mant + _SQRT2_CARRY) & _BIT52  # m >= sqrt 2: use m / 2 and k + 1
+            f_[j] = _bits_f64(mant | (up ^ _EXP_ONE)) - 1.0
+            k_[j] = _bits_f64(((hx >> _SHIFT52) + (up >> _SHIFT52)) | _MAGIC) - _K_BIAS
+            turn = np.uint32(od[j] + _QUARTER)
+            q_[j] = np.float64(np.int32(turn >> _SHIFT30))
+            t_[j] = _ANGLE * np.float64(np.int32(turn & _LOW30) - np.int32(_QUARTER))
+        for j in range(m):  # the division (its own unit) beside the sine polynomial
+            f = f_[j]
+            s_[j] = f / (2.0 + f)
+            x = t_[j]
+            z = x * x
+            w = z * z
+            r = _S2 + z * (_S3 + z * _S4) + z * w * (_S5 + z * _S6)
+            a_[j] = x + z * x * (_S1 + z * r)
+        for j in range(m):  # -2 ln u1
+            s = s_[j]
+            z = s * s
+            w = z * z
+            t1 = w * (_NLG2 + w * (_NLG4 + w * _NLG6))
+            t2 = z * (_NLG1 + w * (_NLG3 + w * (_NLG5 + w * _NLG7)))
+            k = k_[j]
+            g_[j] = ((s * (t2 + t1) + k * _NLN2_LO) + s * -4.0) + k * _NLN2_HI
+        for j in range(m):
+            x = t_[j]
+            z = x * x
+            w = z * z
+            r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+            hz = 0.5 * z
+            c = 1.0 - hz
+            b_[j] = c + (((1.0 - c) - hz) + z * r)
+        for j in range(m):  # quadrant q: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c)
+            q = q_[j]
+            sn, cs = a_[j], b_[j]
+            swap = (q == 1.0) | (q == 3.0)
+            cm = sn if swap else cs
+            sm = cs if swap else sn
+            radius = np.sqrt(g_[j])  # the square root (its own unit) beside the selects
+            zs[2 * j] = radius * (-cm if (q == 1.0) | (q == 2.0) else cm)
+            zs[2 * j + 1] = radius * (-sm if q >= 2.0 else sm)
+
+    @numba.njit(inline="always")
+    def _chunk_normals(q, m, offset, n, stream, k0, k1, ev, od, f_, k_, s_, g_, t_, q_, a_, b_, zs):
+        """The normals of Philox calls ``q .. q + m - 1`` (m <= _CHUNK / 2) into ``zs`` (indexed
+        by word position from ``4 q``); returns ``(lo, hi, w)``: elements ``lo .. hi - 1`` take
+        ``zs[w .. w + hi - lo - 1]`` (empty when the calls hold no element)."""
+        _philox_pairs(q, m, stream, k0, k1, ev, od)
+        base = np.int64(q << np.uint64(2)) - np.int64(offset)  # tensor index of word 0
+        lo = max(base, 0)
+        hi = max(min(base + 4 * m, n), lo)
+        w = lo - base
+        if hi > lo:
+            pairs = (w + hi - lo + 1) >> 1
+            _normal_pairs(ev, od, pairs, f_, k_, s_, g_, t_, q_, a_, b_, zs)
+        return lo, hi, w
+
+    def _gaussian(x, out, seed, offset, stream, sigma, raw):
+        """``out = x * dtype(1 + sigma * z)`` (float32/float64: the noise in float64, rounded
+        once, then the product in the data's precision); with ``raw``, ``out = z`` (float64
+        ``out``; ``x`` unread)."""
+        n = out.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        one = np.float64(1.0)
+        for blk in numba.prange(blocks):
+            # Each pass (words, normals, output) covers _CHUNK pairs, so all of it stays in L1.
+            ev, od = np.empty(_CHUNK, np.uint32), np.empty(_CHUNK, np.uint32)
+            f_, k_, s_, g_ = np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK)
+            t_, q_, a_, b_ = np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK)
+            zs = np.empty(2 * _CHUNK)
+            q0 = first + np.uint64(blk) * np.uint64(BLOCK)
+            m = np.int64(min(np.uint64(BLOCK), calls - np.uint64(blk) * np.uint64(BLOCK)))
+            for c in range(0, m, _CHUNK // 2):
+                lo, hi, w = _chunk_normals(q0 + np.uint64(c), min(_CHUNK // 2, m - c), offset, n,
+                                           np.uint64(stream), k0, k1, ev, od, f_, k_, s_, g_, t_,
+                                           q_, a_, b_, zs)  # fmt: skip
+                ov, zv = out[lo:hi], zs[w : w + hi - lo]
+                if raw:
+                    for k in range(hi - lo):
+                        ov[k] = zv[k]
+                else:
+                    xv = x[lo:hi]
+                    for k in range(hi - lo):
+                        ov[k] = xv[k] * out.dtype.type(one + sigma * zv[k])
+
+    @numba.njit(inline="always")
+    def _bf16_select(u):
+        """:func:`_bf16_bits` with its NaN case selected instead of returned early (a branch
+        in a loop stops it from vectorising); the same bits."""
+        r = np.uint16((u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> 16)
+        return np.uint16(0x7FC0) if (u & np.uint64(0x7FFFFFFF)) > np.uint64(0x7F800000) else r
+
+    @numba.njit(inline="always")
+    def _widen_f16(h, bits, m):
+        """float32 bits of the binary16 values ``h[:m]`` into ``bits[:m]`` (exact; the steps of
+        :func:`_masked_scale_half`: exponent and mantissa shifted into place and scaled by
+        2^112, then inf/NaN and the sign mended), one simple loop per step; ``h`` is read again
+        after ``bits`` is written, so the two must not overlap."""
+        vals = bits.view(np.float32)
+        for k in range(m):
+            bits[k] = (np.uint32(h[k]) & np.uint32(0x7FFF)) << np.uint32(13)
+        for k in range(m):
+            vals[k] = vals[k] * _TWO112
+        for k in range(m):
+            g = np.uint32(h[k])
+            if (g & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                bits[k] = np.uint32(0x7F800000) | ((g & np.uint32(0x3FF)) << np.uint32(13))
+            bits[k] |= (g & np.uint32(0x8000)) << np.uint32(16)
+
+    @numba.njit(inline="always")
+    def _half_product(xv, ov, zv, sigma, is_bf16, nb, xb):
+        """``ov = half(half_value(xv) * half_value(half(float32(1 + sigma * zv))))`` for
+        bfloat16 / binary16 bits, through float32 scratch ``nb``, ``xb`` (uint32 views)."""
+        m = ov.size
+        one = np.float64(1.0)
+        nv, xf = nb.view(np.float32), xb.view(np.float32)
+        for k in range(m):
+            nv[k] = np.float32(one + sigma * zv[k])
+        if is_bf16:
+            for k in range(m):
+                nb[k] = np.uint32(_bf16_select(np.uint64(nb[k]))) << np.uint32(16)
+            for k in range(m):
+                xb[k] = np.uint32(xv[k]) << np.uint32(16)
+            for k in range(m):
+                xf[k] = xf[k] * nv[k]
+            for k in range(m):
+                ov[k] = _bf16_select(np.uint64(xb[k]))
+        else:
+            for k in range(m):  # the noise's binary16 bits, parked in xb
+                xb[k] = np.uint32(_f16_bits(np.uint64(nb[k])))
+            _widen_f16(xb, nb, m)
+            _widen_f16(xv, xb, m)
+            for k in range(m):
+                xf[k] = xf[k] * nv[k]
+            for k in range(m):
+                ov[k] = _f16_bits(np.uint64(xb[k]))
+
+    def _gaussian_half(x, out, seed, offset, stream, sigma, is_bf16):
+        """:func:`_gaussian` for bfloat16 / float16 bits (uint16): the noise rounded from
+        float64 to float32 and then to the half type (torch's ``.to`` from float64 goes through
+        float32), the product of the two half values in float32 rounded once to the half type
+        (torch's half multiply), both with round-to-nearest-even."""
+        n = out.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        for blk in numba.prange(blocks):
+            ev, od = np.empty(_CHUNK, np.uint32), np.empty(_CHUNK, np.uint32)
+            f_, k_, s_, g_ = np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK)
+            t_, q_, a_, b_ = np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK), np.empty(_CHUNK)
+            zs = np.empty(2 * _CHUNK)
+            nb, xb = np.empty(2 * _CHUNK, np.uint32), np.empty(2 * _CHUNK, np.uint32)
+            q0 = first + np.uint64(blk) * np.uint64(BLOCK)
+            m = np.int64(min(np.uint64(BLOCK), calls - np.uint64(blk) * np.uint64(BLOCK)))
+            for c in range(0, m, _CHUNK // 2):
+                lo, hi, w = _chunk_normals(q0 + np.uint64(c), min(_CHUNK // 2, m - c), offset, n,
+                                           np.uint64(stream), k0, k1, ev, od, f_, k_, s_, g_, t_,
+                                           q_, a_, b_, zs)  # fmt: skip
+                _half_product(x[lo:hi], out[lo:hi], zs[w : w + hi - lo], sigma, is_bf16,
+                              nb[: hi - lo], xb[: hi - lo])  # fmt: skip
+
     _masked_scale_parallel, _masked_scale_serial = _twins(_masked_scale)
     _masked_scale_half_parallel, _masked_scale_half_serial = _twins(_masked_scale_half)
     _scaled_keep_parallel, _scaled_keep_serial = _twins(_scaled_keep)
     _alpha_affine_parallel, _alpha_affine_serial = _twins(_alpha_affine)
     _words_parallel, _words_serial = _twins(_words)
     _bias_dropout_add_parallel, _bias_dropout_add_serial = _twins(_bias_dropout_add)
+    _gaussian_parallel, _gaussian_serial = _twins(_gaussian, error_model="numpy")
+    _gaussian_half_parallel, _gaussian_half_serial = _twins(_gaussian_half, error_model="numpy")
 
 
 def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
@@ -370,3 +697,64 @@ def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, thresh
         _bias_dropout_add_serial(*args)
     else:
         launch(_bias_dropout_add_parallel, _bias_dropout_add_serial, *args)
+
+
+#: Largest tensor (elements) that the Gaussian kernels run serially. A Gaussian position costs
+#: about three times a dropout position (two float64 polynomials, a division and a square root
+#: per pair of positions), so the serial run reaches the time of dropout's serial limit
+#: (:data:`dropkit.rng.threads.SERIAL_MAX`, 2^18 positions) at about 2^16.
+GAUSSIAN_SERIAL_MAX = 1 << 16
+
+
+def gaussian_kernel(x, out, seed, offset, stream, sigma):
+    """``out[i] = x[i] * dtype(1 + sigma * z_i)``, ``z_i`` the Box-Muller normal of stream
+    position ``offset + i`` (:func:`normal_kernel`), ``1 + sigma * z_i`` computed in float64 and
+    rounded once to the data's dtype, the product in that dtype (flat float32 or float64 arrays;
+    ``out`` may be ``x``). This is ``x * gaussian_noise(...)`` of
+    :mod:`dropkit.functional.gaussian` in one pass, the noise never stored.
+    """
+    if out.size == 0:
+        return
+    args = (x, out, seed, offset, stream, sigma, False)
+    if out.size <= GAUSSIAN_SERIAL_MAX:
+        _gaussian_serial(*args)
+    else:
+        launch(_gaussian_parallel, _gaussian_serial, *args)
+
+
+def gaussian_half_kernel(x, out, seed, offset, stream, sigma, is_bf16):
+    """:func:`gaussian_kernel` for bfloat16 (``is_bf16``) or float16 data given as flat uint16
+    arrays of their bits: the noise rounded float64 -> float32 -> half (as torch's ``.to``), the
+    product computed in float32 and rounded to nearest even (as torch's half multiply)."""
+    if out.size == 0:
+        return
+    args = (x, out, seed, offset, stream, sigma, is_bf16)
+    if out.size <= GAUSSIAN_SERIAL_MAX:
+        _gaussian_half_serial(*args)
+    else:
+        launch(_gaussian_half_parallel, _gaussian_half_serial, *args)
+
+
+def normal_kernel(out, seed, offset, stream):
+    r"""``out[i]`` (float64) = the standard normal of stream position ``offset + i``.
+
+    Box-Muller on the Philox words (:func:`dropkit.functional.standard_normal`): positions
+    ``2k, 2k + 1`` share words ``(w_2k, w_2k+1)``, :math:`u_1 = (w_{2k} + 1) 2^{-32}`,
+    :math:`u_2 = w_{2k+1} 2^{-32}`, :math:`z_{2k} = \sqrt{-2 \ln u_1} \cos 2\pi u_2`,
+    :math:`z_{2k+1} = \sqrt{-2 \ln u_1} \sin 2\pi u_2`; any ``offset`` (an odd one starts at
+    the sine of a pair).
+
+    Evaluated in float64 with fdlibm's logarithm, sine and cosine written in exactly rounded
+    IEEE operations (see the comment above ``_normal_pairs``), so the bits are the same on every
+    CPU, in the serial and parallel kernels, and in the NumPy twin. Against the libm / SLEEF
+    evaluation of the same formula (NumPy's, torch's) each value is within a few units in the
+    last place (absolute difference below 1e-14); rounded to float32, bfloat16 or float16 the
+    values agree (checked on 2^20 positions per dtype).
+    """
+    if out.size == 0:
+        return
+    args = (out, out, seed, offset, stream, 1.0, True)
+    if out.size <= GAUSSIAN_SERIAL_MAX:
+        _gaussian_serial(*args)
+    else:
+        launch(_gaussian_parallel, _gaussian_serial, *args)

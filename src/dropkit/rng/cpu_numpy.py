@@ -192,3 +192,124 @@ def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, thresh
     with _quiet():
         s = x.dtype.type(scale)
         out[...] = np.where(keep, _add(residual, _add(x, b) * s), residual)
+
+
+# ------------------------------------------------------------------ Gaussian noise
+# The numba kernels' constants and steps (dropkit.rng.cpu, the comment above _normal_pairs):
+# fdlibm's logarithm, sine and cosine in +, -, *, / and sqrt, which NumPy rounds as the
+# compiled loops do, so the normals agree bit for bit.
+
+_MAGIC = np.uint64(0x4330000000000000)
+_K_BIAS = 2.0**52 + 1023.0 + 32.0
+_MANT_BITS = np.uint64(0x000FFFFFFFFFFFFF)
+_SQRT2_CARRY = np.uint64(0x00095F6400000000)
+_BIT52 = np.uint64(1 << 52)
+_EXP_ONE = np.uint64(0x3FF0000000000000)
+_SHIFT52 = np.uint64(52)
+_NLN2_HI = -2.0 * 6.93147180369123816490e-01
+_NLN2_LO = -2.0 * 1.90821492927058770002e-10
+_NLG1 = -2.0 * 6.666666666666735130e-01
+_NLG2 = -2.0 * 3.999999999940941908e-01
+_NLG3 = -2.0 * 2.857142874366239149e-01
+_NLG4 = -2.0 * 2.222219843214978396e-01
+_NLG5 = -2.0 * 1.818357216161805012e-01
+_NLG6 = -2.0 * 1.531383769920937332e-01
+_NLG7 = -2.0 * 1.479819860511658591e-01
+_ANGLE = 2.0 * np.pi / 2.0**32
+_QUARTER = np.uint32(1 << 29)
+_LOW30 = np.uint32((1 << 30) - 1)
+_S1 = -1.66666666666666324348e-01
+_S2 = 8.33333333332248946124e-03
+_S3 = -1.98412698298579493134e-04
+_S4 = 2.75573137070700676789e-06
+_S5 = -2.50507602534068634195e-08
+_S6 = 1.58969099521155010221e-10
+_C1 = 4.16666666666666019037e-02
+_C2 = -1.38888888888741095749e-03
+_C3 = 2.48015872894767294178e-05
+_C4 = -2.75573143513906633035e-07
+_C5 = 2.08757232129817482790e-09
+_C6 = -1.13596475577881948265e-11
+
+
+def _normals(seed, offset, n: int, stream) -> np.ndarray:
+    """float64 standard normals of stream positions ``offset .. offset + n - 1``: the word pairs
+    ``(w_2k, w_2k+1)`` through the numba kernel's Box-Muller steps."""
+    offset = int(offset)
+    start = offset - (offset & 1)  # pairs begin at even positions
+    pairs = (offset + n + 1) // 2 - start // 2
+    words = _words(seed, start, 2 * pairs, stream)
+    ev, od = words[0::2], words[1::2]
+    # ln u1: v = w + 1 = 2^e m, m in [sqrt(2)/2, sqrt(2)), k = e - 32.
+    hx = (ev.astype(np.uint64) + _ONE).astype(np.float64).view(np.uint64)
+    mant = hx & _MANT_BITS
+    up = (mant + _SQRT2_CARRY) & _BIT52
+    f = (mant | (up ^ _EXP_ONE)).view(np.float64) - 1.0
+    k = (((hx >> _SHIFT52) + (up >> _SHIFT52)) | _MAGIC).view(np.float64) - _K_BIAS
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_NLG2 + w * (_NLG4 + w * _NLG6))
+    t2 = z * (_NLG1 + w * (_NLG3 + w * (_NLG5 + w * _NLG7)))
+    radius = np.sqrt(((s * (t2 + t1) + k * _NLN2_LO) + s * -4.0) + k * _NLN2_HI)
+    # The angle: quadrant q and theta in [-pi/4, pi/4] from the integer word.
+    turn = od + _QUARTER  # uint32: wraps mod 2^32, as the kernel's
+    q = (turn >> np.uint32(30)).astype(np.float64)
+    x = _ANGLE * ((turn & _LOW30).astype(np.int64) - int(_QUARTER)).astype(np.float64)
+    z = x * x
+    w = z * z
+    r = _S2 + z * (_S3 + z * _S4) + z * w * (_S5 + z * _S6)
+    sn = x + z * x * (_S1 + z * r)
+    r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+    hz = 0.5 * z
+    c = 1.0 - hz
+    cs = c + (((1.0 - c) - hz) + z * r)
+    swap = (q == 1.0) | (q == 3.0)
+    cm = np.where(swap, sn, cs)
+    sm = np.where(swap, cs, sn)
+    out = np.empty(2 * pairs)
+    out[0::2] = radius * np.where((q == 1.0) | (q == 2.0), -cm, cm)
+    out[1::2] = radius * np.where(q >= 2.0, -sm, sm)
+    return out[offset - start : offset - start + n]
+
+
+def normal_kernel(out, seed, offset, stream):
+    """``out[i]`` (float64) = the standard normal of stream position ``offset + i`` (Box-Muller
+    on the word pairs, the numba kernel's float64 steps)."""
+    n = out.size
+    if n == 0:
+        return
+    with _quiet():
+        out[...] = _normals(seed, offset, n, stream)
+
+
+def gaussian_kernel(x, out, seed, offset, stream, sigma):
+    """``out[i] = x[i] * dtype(1 + sigma * z_i)`` (flat float32/float64 arrays): the noise in
+    float64, rounded once to the data's dtype, the product in that dtype."""
+    n = out.size
+    if n == 0:
+        return
+    with _quiet():
+        noise = (1.0 + sigma * _normals(seed, offset, n, stream)).astype(x.dtype)
+        out[...] = x * noise
+
+
+def gaussian_half_kernel(x, out, seed, offset, stream, sigma, is_bf16):
+    """:func:`gaussian_kernel` for bfloat16 (``is_bf16``) or float16 bits (flat uint16 arrays):
+    the noise rounded float64 -> float32 -> half, the product of the two values in float32
+    rounded once to the half type (round to nearest even)."""
+    n = out.size
+    if n == 0:
+        return
+
+    def value(h: np.ndarray) -> np.ndarray:
+        bits = h.astype(np.uint32) << np.uint32(16) if is_bf16 else _f16_to_f32_bits(h)
+        return bits.view(np.float32)
+
+    def half(v: np.ndarray) -> np.ndarray:
+        wide = v.view(np.uint32).astype(np.uint64)
+        return _bf16_bits(wide) if is_bf16 else _f16_bits(wide)
+
+    with _quiet():
+        noise = (1.0 + sigma * _normals(seed, offset, n, stream)).astype(np.float32)
+        out[...] = half(value(x) * value(half(noise)))

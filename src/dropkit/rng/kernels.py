@@ -7,7 +7,7 @@ answered without importing (``importlib.util.find_spec``).
 **Background load of the CPU kernels.** The first time :func:`cpu_kernels` is called, a
 (non-daemon) thread imports :mod:`dropkit.rng.cpu` and runs one tiny kernel, so that numba's
 import, its target initialisation and the load of a cached kernel all happen off the caller's
-path. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the same six
+path. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the same nine
 kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy twins of
 :mod:`dropkit.rng.cpu_numpy` (the same bits; only the NaN that an add of two NaNs returns is
 left open, as by IEEE), larger calls wait for the load and run numba. Once
@@ -58,7 +58,7 @@ def triton_available() -> bool:
 
 def cpu_kernels() -> Any:
     """:mod:`dropkit.rng.cpu` (numba) once loaded; while it loads in the background, a
-    dispatcher with the same six kernels (NumPy twins for small arrays, see the module doc)."""
+    dispatcher with the same nine kernels (NumPy twins for small arrays, see the module doc)."""
     kernels = _cpu
     if kernels is not None:
         return kernels
@@ -135,7 +135,7 @@ def _pick(n: int) -> Any:
 
 
 class _LoadingKernels:
-    """The six kernels of :mod:`dropkit.rng.cpu` while it loads: each call goes to numba if it
+    """The nine kernels of :mod:`dropkit.rng.cpu` while it loads: each call goes to numba if it
     has loaded meanwhile, to the NumPy twin (:mod:`dropkit.rng.cpu_numpy`) for at most
     :data:`NUMPY_MAX` elements, else waits for numba. Same signatures, same bits."""
 
@@ -170,6 +170,18 @@ class _LoadingKernels:
         _pick(x.size).bias_dropout_add_kernel(
             x, bias, residual, out, seed, offset, stream, threshold, scale
         )
+
+    def gaussian_kernel(self, x, out, seed, offset, stream, sigma):
+        """See :func:`dropkit.rng.cpu.gaussian_kernel`."""
+        _pick(out.size).gaussian_kernel(x, out, seed, offset, stream, sigma)
+
+    def gaussian_half_kernel(self, x, out, seed, offset, stream, sigma, is_bf16):
+        """See :func:`dropkit.rng.cpu.gaussian_half_kernel`."""
+        _pick(out.size).gaussian_half_kernel(x, out, seed, offset, stream, sigma, is_bf16)
+
+    def normal_kernel(self, out, seed, offset, stream):
+        """See :func:`dropkit.rng.cpu.normal_kernel`."""
+        _pick(out.size).normal_kernel(out, seed, offset, stream)
 
 
 _LOADING = _LoadingKernels()
