@@ -159,6 +159,56 @@ def _cpu_scaled_keep(shape: tuple[int, ...], seed: int, offset: int, p: float, s
     return mask if mask.dtype == dtype else mask.to(dtype)
 
 
+#: Eager scratch buffers (masks) of at most this many elements are NumPy-owned (numba types a
+#: NumPy array faster than a view of a torch tensor, and at this size dispatch is the whole
+#: cost); larger ones are torch-owned, so that torch's memory accounting (profiler, allocator
+#: hooks) sees every full-size allocation.
+_NUMPY_OWNED_MAX = 1 << 12
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.bool_): torch.bool}
+
+
+def eager_buffer(shape: tuple[int, ...], np_dtype: type) -> tuple[np.ndarray, torch.Tensor]:
+    """An uninitialised CPU buffer of ``shape`` as a NumPy array and a tensor over the same
+    memory (float32 or bool): NumPy-owned up to ``_NUMPY_OWNED_MAX`` elements, else
+    torch-owned."""
+    if math.prod(shape) <= _NUMPY_OWNED_MAX:
+        array = np.empty(shape, dtype=np_dtype)
+        return array, torch.from_numpy(array)
+    tensor = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(np_dtype)], device="cpu")
+    return tensor.numpy(), tensor
+
+
+def eager_keep_mask(
+    shape: tuple[int, ...], seed: int, offset: int, p: float, *, dropped: bool = False
+) -> torch.Tensor:
+    """:func:`bernoulli_mask`'s bits (``0 < p < 1``) for eager CPU callers, filled by one numba
+    pass: True where kept, or where dropped with ``dropped=True`` (saving a separate ``~``).
+
+    Element ``i`` (row-major over ``shape``) is kept iff the Philox word of position
+    ``offset + i`` is at least the keep threshold, exactly as in :func:`bernoulli_mask`; no
+    operator dispatch, no int64 word tensor (2 bytes of scratch per element, then the bool).
+    """
+    n = math.prod(shape)
+    thr = cached_threshold(p)
+    if n <= _NUMPY_OWNED_MAX:
+        marks = np.empty(n, dtype=np.uint16)
+        cpu_kernels().scaled_keep_kernel(marks, seed, offset, 0, thr, 1)
+        decision = np.equal(marks, 0) if dropped else np.not_equal(marks, 0)
+        return torch.from_numpy(decision.reshape(shape))
+    marks_t = torch.empty(shape, dtype=torch.int16, device="cpu")
+    flat = marks_t.numpy().view(np.uint16).reshape(-1)
+    cpu_kernels().scaled_keep_kernel(flat, seed, offset, 0, thr, 1)
+    return marks_t == 0 if dropped else marks_t != 0
+
+
+def eager_keep_ones(shape: tuple[int, ...], seed: int, offset: int, p: float) -> np.ndarray:
+    """:func:`eager_keep_mask` as float32 ones (kept) and zeros (dropped), a NumPy array (see
+    :func:`eager_buffer`), for callers that count kept positions with a matrix product."""
+    ones, _ = eager_buffer(shape, np.float32)
+    cpu_kernels().scaled_keep_kernel(ones.reshape(-1), seed, offset, 0, cached_threshold(p), 1.0)
+    return ones
+
+
 def eager_cpu(x: torch.Tensor) -> bool:
     """Whether ``x`` can take the eager CPU fast paths: a plain floating-point CPU tensor, numba
     installed, and no ``torch.func`` transform or ``torch.compile`` trace running."""
