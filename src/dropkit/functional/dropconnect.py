@@ -11,8 +11,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as TF
 
+from dropkit.rng.backend import draw_key
+from dropkit.rng.function import PhiloxDropout
+from dropkit.rng.kernels import numba_available
+
 from ._validation import check_input, check_p
 from .mask import bernoulli_mask, keep_scale, masked_scale
+
+_NUMBA = numba_available()
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+#: Plain tensors and parameters (subclasses such as DTensor take the general path).
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def dropconnect_linear(
@@ -46,6 +57,33 @@ def dropconnect_linear(
         >>> y.shape, bool((y == y.round()).all())
         (torch.Size([2, 3]), True)
     """
+    if (
+        training
+        and type(p) is float
+        and 0.0 < p < 1.0
+        and seed is None
+        and offset == 0
+        and backend is None
+        and generator is None
+        and type(weight) in _PLAIN
+        and weight.is_cpu
+        and weight.dtype in _KERNEL_DTYPES
+        and weight.dim() == 2
+        and weight.is_contiguous()
+        and type(x) is torch.Tensor
+        and x.is_floating_point()
+        and _NUMBA
+        and not _functorch_active()
+        and not _is_compiling()
+    ):
+        # The common call: W * M / q is elementwise dropout of the weight, so the fused kernel
+        # writes it in one pass from the Philox mask of weight.shape (the bits
+        # bernoulli_mask(weight.shape) gives) and backward regenerates the mask: no bool mask
+        # and no int64 words are allocated, and autograd keeps only the dropped weight linear
+        # needs anyway.
+        seed_t, start = draw_key(None, 0, weight.numel())
+        dropped = PhiloxDropout.call(weight, seed_t, start, p, 1.0 / (1.0 - p), "numba")
+        return TF.linear(x, dropped, bias)
     check_input(x, "dropconnect_linear")
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         got = f"shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else "no tensor"
