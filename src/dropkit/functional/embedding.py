@@ -7,11 +7,21 @@ Gal & Ghahramani 2016 (arXiv:1512.05287, section 4.1) and Merity et al. 2018, AW
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _fwd_ad
 import torch.nn.functional as TF
+
+from dropkit.rng.backend import draw_key
+from dropkit.rng.kernels import numba_available
 
 from ._validation import check_input, check_p
 from .dropout import dropout
-from .mask import bernoulli_mask, keep_scale, masked_scale
+from .mask import bernoulli_mask, eager_keep_mask, keep_scale, masked_scale
+
+_NUMBA = numba_available()
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+#: Plain tensors and parameters (subclasses such as DTensor take the general path).
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _check_table(weight: object, owner: str) -> torch.Tensor:
@@ -90,6 +100,45 @@ def embedded_dropout(
 
     Shape: ids ``(*)`` integers in ``[0, V)``; weight ``(V, D)``; output ``(*, D)``.
     """
+    if (
+        training
+        and type(p) is float
+        and 0.0 < p < 1.0
+        and seed is None
+        and offset == 0
+        and backend is None
+        and generator is None
+        and type(weight) in _PLAIN
+        and weight.is_cpu
+        and weight.is_floating_point()
+        and weight.dim() == 2
+        and _NUMBA
+        and not _functorch_active()
+        and not _is_compiling()
+    ):
+        vocab = weight.shape[0]
+        if (
+            max_norm is None
+            and type(ids) is torch.Tensor
+            and vocab <= ids.numel()
+            and _fwd_ad._current_level < 0
+        ):  # no larger than the lookup: drop the table's rows, then look them up
+            padding = _padding(padding_idx, vocab)
+            seed_t, start = draw_key(None, 0, vocab)
+            drop = eager_keep_mask((vocab, 1), int(seed_t), start, p, dropped=True)
+            args = (1.0 / (1.0 - p), padding, scale_grad_by_freq, sparse)
+            if weight.requires_grad and torch.is_grad_enabled():
+                return _table_apply(weight, ids, drop, *args)
+            return _table_lookup(weight, ids, drop, *args)
+        # Otherwise the (V, 1) mask filled by numba, and the looked-up rows scaled and cleared
+        # in place (where(keep, rows * s, 0)'s values and gradient, with no second and third
+        # (*, D) buffer).
+        rows = TF.embedding(
+            ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
+        )
+        seed_t, start = draw_key(None, 0, vocab)
+        drop = eager_keep_mask((vocab, 1), int(seed_t), start, p, dropped=True)
+        return rows.mul_(1.0 / (1.0 - p)).masked_fill_(drop[ids], 0)
     _check_table(weight, "embedded_dropout")
     p = check_p(p, "embedded_dropout")
     rows = TF.embedding(ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
@@ -105,3 +154,55 @@ def embedded_dropout(
         generator=generator,
     )
     return masked_scale(rows, keep[ids], keep_scale(p))
+
+
+def _padding(padding_idx: int | None, vocab: int) -> int:
+    """``padding_idx`` as ``torch.embedding`` takes it (-1 for none), checked as
+    ``torch.nn.functional.embedding`` checks it (same errors)."""
+    if padding_idx is None:
+        return -1
+    if padding_idx > 0:
+        if padding_idx >= vocab:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+    elif padding_idx < 0:
+        if padding_idx < -vocab:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        padding_idx = vocab + padding_idx
+    return padding_idx
+
+
+def _table_lookup(weight, ids, drop, scale, padding, scale_grad_by_freq, sparse):
+    """``where(keep, W * s, 0)[ids]``: the dropped rows of the ``(V, D)`` table looked up; the
+    values of :func:`embedded_dropout` (the lookup only copies rows)."""
+    table = weight.mul(scale).masked_fill_(drop, 0)
+    return torch.embedding(table, ids, padding, scale_grad_by_freq, sparse)
+
+
+class _TableEmbedding(torch.autograd.Function):
+    """:func:`_table_lookup` with the gradient of the looked-up form: ``dW`` is torch's
+    embedding backward of ``where(keep[ids], dy * s, 0)`` (each occurrence scaled before the
+    sum), the roundings of ``where(keep[ids], W[ids] * s, 0)``'s own autograd graph, which
+    scaling the summed gradient once would not give. Plain eager reverse mode only (classic
+    ``forward(ctx, ...)`` form, no jvp or vmap rule); a backward with ``create_graph`` records
+    its ops."""
+
+    @staticmethod
+    def forward(ctx, weight, ids, drop, scale, padding, scale_grad_by_freq, sparse):
+        ctx.save_for_backward(ids, drop)
+        ctx.args = (weight.shape[0], scale, padding, scale_grad_by_freq, sparse)
+        return _table_lookup(weight, ids, drop, scale, padding, scale_grad_by_freq, sparse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ids, drop = ctx.saved_tensors
+        vocab, scale, padding, scale_grad_by_freq, sparse = ctx.args
+        rows = grad.mul(scale).masked_fill_(drop[ids], 0)
+        dw = torch.ops.aten.embedding_backward(
+            rows, ids, vocab, padding, scale_grad_by_freq, sparse
+        )
+        return dw, None, None, None, None, None, None
+
+
+# The C++ apply underneath ``Function.apply``: enough for a plain eager call (see
+# dropkit.rng.function).
+_table_apply = super(torch.autograd.function._SingleLevelFunction, _TableEmbedding).apply
