@@ -63,7 +63,7 @@ from dropkit import functional as F
 from dropkit.functional.mask import _mask_value
 from dropkit.rng import backend as rng_backend
 from dropkit.rng.kernels import cpu_kernels, numba_available
-from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, numba_dropout
+from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, memory_order, numba_dropout
 
 from .attention import multi_head_attention
 
@@ -89,13 +89,6 @@ def _inverse(order: list[int]) -> list[int]:
     return sorted(range(len(order)), key=order.__getitem__)
 
 
-def _memory_order(x: torch.Tensor) -> list[int] | None:
-    """The permutation of ``x``'s dims that makes it contiguous (its memory order), or None
-    when ``x`` is not dense (overlapping or with gaps)."""
-    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
-    return order if x.permute(order).is_contiguous() else None
-
-
 def dropout(input, p=0.5, training=True, inplace=False):
     """``torch.nn.functional.dropout``'s signature; dropkit's kernel where it applies.
 
@@ -114,7 +107,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
         and not (torch.is_grad_enabled() and input.requires_grad)
         and input.numel() > 0
     ):
-        order = _memory_order(input)
+        order = memory_order(input)
         if order is not None:
             dense = input.permute(order)
             seed, offset = rng_backend.draw_key(None, 0, input.numel())
@@ -239,7 +232,7 @@ def _repeat(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     """``k`` copies of ``t`` along ``dim``, laid out in memory as ``t`` is (a ``batch_first``
     RNN output is a time-major buffer seen transposed), so the dropout that follows walks
     the same memory order as on the op's own output."""
-    order = _memory_order(t)
+    order = memory_order(t)
     if order is None:
         return t.repeat(*[k if d == dim else 1 for d in range(t.dim())])
     dense = t.permute(order)

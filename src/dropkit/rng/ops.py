@@ -111,14 +111,15 @@ def numba_dropout(
     return out
 
 
-def _is_dense(x: Tensor) -> bool:
-    """Whether ``x`` covers its memory without overlaps or gaps (some permutation of its dims
-    is contiguous), so ``empty_like`` keeps its strides."""
+def memory_order(x: Tensor) -> list[int] | None:
+    """The permutation of ``x``'s dims that makes it contiguous (its memory order), or None
+    when ``x`` is not dense: overlapping (an expanded dim, e.g. the gradient of ``sum()``) or
+    with gaps. A dense ``x`` is what ``torch.empty_like`` copies the strides of."""
     strides = x.stride()
-    if 0 in strides:  # expanded (a broadcast gradient): overlapping
-        return x.numel() <= 1
+    if any(st == 0 and n > 1 for st, n in zip(strides, x.shape, strict=True)):
+        return None
     order = sorted(range(x.dim()), key=lambda d: -strides[d])
-    return x.permute(order).is_contiguous()
+    return order if x.permute(order).is_contiguous() else None
 
 
 def dropout_kernel(
@@ -141,7 +142,7 @@ def dropout_kernel(
     if not x.is_contiguous():
         dense = x.contiguous()  # logical row-major order: the mask's indexing
         out = dropout_kernel(dense, seed, offset, p, scale, backend)
-        if _is_dense(x):  # channels_last, transposed: keep the input's strides
+        if memory_order(x) is not None:  # channels_last, transposed: keep the strides
             return torch.empty_like(x).copy_(out)
         return out  # expanded or gapped (a broadcast gradient): strides of a fresh tensor
     if x.requires_grad:
