@@ -546,3 +546,33 @@ def test_bad_input_gives_the_general_paths_error(name):
     type and message as the general path (an explicit seed)."""
     call = BAD_CALLS[name]
     assert _error(call) == _error(lambda: call(seed=3))
+
+
+def test_eager_seed_is_the_draw_key_draw():
+    """The per-thread buffer draw gives draw_key's seed and leaves torch's generator where
+    draw_key leaves it; inside a stream it is the stream's key."""
+    import threading
+
+    from dropkit.functional.mask import eager_seed
+    from dropkit.rng import stream
+    from dropkit.rng.backend import draw_key
+
+    for k in range(3):
+        torch.manual_seed(k)
+        seed, offset = draw_key(None, 0, 12)
+        after = torch.get_rng_state()
+        torch.manual_seed(k)
+        assert eager_seed(12) == (int(seed), offset)
+        assert torch.equal(torch.get_rng_state(), after)
+    with stream(5):
+        expected = [(int(s), o) for s, o in (draw_key(None, 0, 12) for _ in range(2))]
+    with stream(5):
+        assert [eager_seed(12) for _ in range(2)] == expected
+    torch.manual_seed(7)
+    expected = int(draw_key(None, 0, 3)[0])
+    torch.manual_seed(7)
+    seeds = []  # another thread draws into its own buffer, from the same generator
+    worker = threading.Thread(target=lambda: seeds.append(eager_seed(3)[0]))
+    worker.start()
+    worker.join()
+    assert seeds == [expected]

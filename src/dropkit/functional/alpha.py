@@ -23,6 +23,7 @@ from .mask import (
     batch_first,
     bernoulli_mask,
     eager_keep_mask,
+    eager_seed,
     mask_shape,
     resolve_seed,
     scaled_keep_mask,
@@ -273,10 +274,10 @@ def alpha_dropout(
         and _fwd_ad._current_level < 0
         and not _is_compiling()
     ):  # the common call, with nothing to validate or resolve: straight to the kernels
-        seed_t, start = draw_key(None, 0, input.numel())
-        if input.requires_grad and torch.is_grad_enabled():
+        if input.requires_grad and torch.is_grad_enabled():  # backward needs the seed tensor
+            seed_t, start = draw_key(None, 0, input.numel())
             return _eager_alpha_apply(input, seed_t, start, p, "numba")
-        return _alpha_eager(input, int(seed_t), start, p)
+        return _alpha_eager(input, *eager_seed(input.numel()), p)
     x = input
     check_input(x, "alpha_dropout")
     p = check_p(p, "alpha_dropout")
@@ -327,8 +328,8 @@ def feature_alpha_dropout(
         and not _is_compiling()
     ):  # the common call: draw, fill the (N, C) gain and shift, one broadcast multiply-add
         n, c = input.shape[0], input.shape[1]
-        seed_t, start = draw_key(None, 0, n * c)
-        gain, shift = _feature_affine(input, (n, c), int(seed_t), start, p)
+        seed, start = eager_seed(n * c)
+        gain, shift = _feature_affine(input, (n, c), seed, start, p)
         return (input * gain).add_(shift)
     check_input(input, "feature_alpha_dropout")
     p = check_p(p, "feature_alpha_dropout")

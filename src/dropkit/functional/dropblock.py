@@ -18,11 +18,17 @@ import torch
 import torch.nn.functional as TF
 
 from dropkit.reference.dropblock import block_extent, seed_probability
-from dropkit.rng.backend import draw_key
 from dropkit.rng.kernels import numba_available
 
 from ._validation import check_input, check_p, check_positive_int, check_rank
-from .mask import bernoulli_mask, eager_buffer, eager_keep_mask, eager_keep_ones, resolve_seed
+from .mask import (
+    bernoulli_mask,
+    eager_buffer,
+    eager_keep_mask,
+    eager_keep_ones,
+    eager_seed,
+    resolve_seed,
+)
 
 _LAYOUTS = {2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 _NUMBA = numba_available()
@@ -266,11 +272,11 @@ def _drop_block(x, p, training, block_size, shared_channels, inplace, rng, spati
         n, c, *rest = x.shape
         extent, valid, gamma = _cached_geometry(p, block_size, tuple(rest))
         grid = (n, 1 if shared_channels else c, *valid)
-        seed_t, start = draw_key(None, 0, math.prod(grid))
+        seed, start = eager_seed(math.prod(grid))
         if math.prod(valid) * math.prod(rest) <= _MATRIX_MAX:
-            dropped, dropped_t = _dropped_by_matrix(grid, int(seed_t), start, gamma, extent)
+            dropped, dropped_t = _dropped_by_matrix(grid, seed, start, gamma, extent)
             return _apply(x, dropped_t, _eager_scale(x, dropped), False)
-        seeds = eager_keep_mask(grid, int(seed_t), start, gamma, dropped=True)
+        seeds = eager_keep_mask(grid, seed, start, gamma, dropped=True)
         dropped_t = _dilate(seeds, extent)
         return _apply(x, dropped_t, _eager_scale(x, dropped_t.numpy()), False)
     owner = f"drop_block{spatial}d"

@@ -10,12 +10,11 @@ import torch
 import torch.autograd.forward_ad as _fwd_ad
 import torch.nn.functional as TF
 
-from dropkit.rng.backend import draw_key
 from dropkit.rng.kernels import numba_available
 
 from ._validation import check_input, check_p
 from .dropout import dropout
-from .mask import bernoulli_mask, eager_keep_mask, keep_scale, masked_scale
+from .mask import bernoulli_mask, eager_keep_mask, eager_seed, keep_scale, masked_scale
 
 _NUMBA = numba_available()
 _is_compiling = torch.compiler.is_compiling
@@ -124,8 +123,7 @@ def embedded_dropout(
             and _fwd_ad._current_level < 0
         ):  # no larger than the lookup: drop the table's rows, then look them up
             padding = _padding(padding_idx, vocab)
-            seed_t, start = draw_key(None, 0, vocab)
-            drop = eager_keep_mask((vocab, 1), int(seed_t), start, p, dropped=True)
+            drop = eager_keep_mask((vocab, 1), *eager_seed(vocab), p, dropped=True)
             args = (1.0 / (1.0 - p), padding, scale_grad_by_freq, sparse)
             if weight.requires_grad and torch.is_grad_enabled():
                 return _table_apply(weight, ids, drop, *args)
@@ -136,8 +134,7 @@ def embedded_dropout(
         rows = TF.embedding(
             ids, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
         )
-        seed_t, start = draw_key(None, 0, vocab)
-        drop = eager_keep_mask((vocab, 1), int(seed_t), start, p, dropped=True)
+        drop = eager_keep_mask((vocab, 1), *eager_seed(vocab), p, dropped=True)
         return rows.mul_(1.0 / (1.0 - p)).masked_fill_(drop[ids], 0)
     _check_table(weight, "embedded_dropout")
     p = check_p(p, "embedded_dropout")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -157,6 +158,22 @@ def _cpu_scaled_keep(shape: tuple[int, ...], seed: int, offset: int, p: float, s
     if np_dtype == np.uint16:
         return mask.view(dtype)
     return mask if mask.dtype == dtype else mask.to(dtype)
+
+
+_seed_buffers = threading.local()
+
+
+def eager_seed(numel: int) -> tuple[int, int]:
+    """``(seed, first stream position)`` of an eager call that needs the seed only as an int:
+    the draw :func:`dropkit.rng.backend.draw_key` makes (the same value, the same advance of
+    torch's CPU generator), written into a per-thread 0-d buffer instead of a new tensor."""
+    if rng_backend.active_stream is not None:
+        seed_t, offset = rng_backend.draw_key(None, 0, numel)
+        return int(seed_t), offset
+    buffer = getattr(_seed_buffers, "seed", None)
+    if buffer is None:
+        buffer = _seed_buffers.seed = torch.empty((), dtype=torch.int64, device="cpu")
+    return int(buffer.random_(0, rng_backend.SEED_BOUND - 1)), 0
 
 
 #: Eager scratch buffers (masks) of at most this many elements are NumPy-owned (numba types a
