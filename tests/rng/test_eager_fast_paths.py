@@ -119,6 +119,7 @@ def test_a_strided_gradient_gets_the_forward_mask(layout):
     base = torch.randn(shape)
     dy = {
         "expanded": torch.randn(1, 4, 1, 6).expand(shape),
+        "scalar": torch.tensor(-1.7).expand(shape),  # the gradient of sum(), scaled
         "gapped": torch.randn(3, 4, 5, 12)[..., ::2],
         "transposed": torch.randn(6, 5, 4, 3).permute(3, 2, 1, 0),
         "channels_last": torch.randn(shape).contiguous(memory_format=torch.channels_last),
@@ -134,3 +135,34 @@ def test_a_strided_gradient_gets_the_forward_mask(layout):
         assert direct.stride() == dy.stride()
     else:
         assert direct.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 1000, 2**14])
+def test_the_by_address_entry_gives_the_array_kernels_bits(dtype, n):
+    """Small tensors go to the kernels by address (no NumPy views); the bits are those of the
+    array kernels, forward and for a gradient that is one value expanded."""
+    from dropkit.rng.kernels import _wait, loaded_cpu
+    from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, numba_dropout
+
+    _wait()  # the numba module loaded: small calls go by address
+    kernels = cpu.masked_scale_kernel, cpu.masked_scale_half_kernel
+    assert loaded_cpu() is cpu
+    assert n <= cpu.ADDRESS_MAX
+    torch.manual_seed(n)
+    x = torch.randn(n).to(dtype)
+    thr = cached_threshold(0.3)
+    got = numba_dropout(x, 77, 5, thr, 1 / 0.7)
+    want = torch.empty_like(x)
+    half = _NUMBA_KIND[dtype]
+    if half is None:
+        kernels[0](x.numpy(), want.numpy(), 77, 5, 0, thr, 1 / 0.7)
+    else:
+        bits = (t.view(torch.int16).numpy().view("uint16") for t in (x, want))
+        kernels[1](*bits, 77, 5, 0, thr, 1 / 0.7, half)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+    if dtype in (torch.float32, torch.float64) and n:
+        g = torch.tensor(3.1, dtype=dtype)
+        filled = F.dropout(g.expand(n), 0.3, seed=77, offset=5)
+        assert not any(g.expand(n).stride())
+        assert torch.equal(filled, F.dropout(g.expand(n).contiguous(), 0.3, seed=77, offset=5))

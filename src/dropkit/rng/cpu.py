@@ -670,6 +670,70 @@ if AVAILABLE:
     _gaussian_parallel, _gaussian_serial = _twins(_gaussian, error_model="numpy")
     _gaussian_half_parallel, _gaussian_half_serial = _twins(_gaussian_half, error_model="numpy")
 
+    # Entry points by address, for small tensors. Turning a torch tensor into a NumPy array
+    # (``.numpy()``) costs about 1 us bare, but inside an autograd Function's forward or
+    # backward the two views cost ten or more (measured: 14 us more per forward+backward
+    # than the same kernel called by address); numba then types the arrays. A call by address
+    # passes ints and costs about 0.5 us. These entries also keep the GIL: inside autograd's
+    # backward every release and re-acquisition of the GIL costs about 3 us (measured: a
+    # nogil call 4.5 us, the same call holding the GIL 1.5 us), more than the whole kernel at
+    # these sizes (at most ADDRESS_MAX elements, about 16 us of work). The caller keeps the
+    # tensors alive, contiguous, on the CPU and of the entry's dtype for the call.
+
+    def _address_of(kind):
+        @_intrinsic
+        def at(typingctx, address):
+            """The int ``address`` as a pointer to the element type."""
+            pointer = _types.CPointer(kind)
+
+            def codegen(context, builder, signature, args):
+                return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+            return pointer(_types.intp), codegen
+
+        return at
+
+    #: Largest tensor (elements) the by-address entries take; larger calls go through the
+    #: array kernels, which release the GIL.
+    ADDRESS_MAX = 1 << 14
+
+    _f32_at = _address_of(_types.float32)
+    _f64_at = _address_of(_types.float64)
+    _u16_at = _address_of(_types.uint16)
+
+    @cached_njit()
+    def masked_scale_f32_at(x, out, n, seed, offset, stream, threshold, scale):
+        """:func:`masked_scale_kernel`, serial, on ``n`` float32 at addresses ``x``, ``out``."""
+        xs, os_ = numba.carray(_f32_at(x), n), numba.carray(_f32_at(out), n)
+        _masked_scale_serial(xs, os_, seed, offset, stream, threshold, scale)
+
+    @cached_njit()
+    def masked_scale_f64_at(x, out, n, seed, offset, stream, threshold, scale):
+        """:func:`masked_scale_kernel`, serial, on ``n`` float64 at addresses ``x``, ``out``."""
+        xs, os_ = numba.carray(_f64_at(x), n), numba.carray(_f64_at(out), n)
+        _masked_scale_serial(xs, os_, seed, offset, stream, threshold, scale)
+
+    @cached_njit()
+    def masked_scale_half_at(x, out, n, seed, offset, stream, threshold, scale, is_bf16):
+        """:func:`masked_scale_half_kernel`, serial, on ``n`` 16-bit values at addresses
+        ``x``, ``out``."""
+        xs, os_ = numba.carray(_u16_at(x), n), numba.carray(_u16_at(out), n)
+        _masked_scale_half_serial(xs, os_, seed, offset, stream, threshold, scale, is_bf16)
+
+    @cached_njit()
+    def masked_fill_f32_at(x, out, n, seed, offset, stream, threshold, scale):
+        """:func:`masked_scale_f32_at` of a tensor whose ``n`` elements are all the one float32
+        at address ``x`` (an expanded scalar, the gradient of ``sum()``): ``out[i] = x * scale``
+        where kept, else 0, the product rounded as the element-wise kernel rounds it."""
+        value = numba.carray(_f32_at(x), 1)[0] * np.float32(scale)
+        _scaled_keep_serial(numba.carray(_f32_at(out), n), seed, offset, stream, threshold, value)
+
+    @cached_njit()
+    def masked_fill_f64_at(x, out, n, seed, offset, stream, threshold, scale):
+        """:func:`masked_fill_f32_at` for float64."""
+        value = numba.carray(_f64_at(x), 1)[0] * scale
+        _scaled_keep_serial(numba.carray(_f64_at(out), n), seed, offset, stream, threshold, value)
+
 
 def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
     """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else 0.

@@ -65,6 +65,12 @@ def cpu_kernels() -> Any:
     return _cpu_kernels_slow()
 
 
+def loaded_cpu() -> ModuleType | None:
+    """:mod:`dropkit.rng.cpu` if it has finished loading, else None (never waits, never starts
+    a load): for callers that use the numba module's own entry points when they can."""
+    return _cpu
+
+
 def _cpu_kernels_slow() -> Any:
     global _loader
     with _state_lock:
@@ -97,6 +103,20 @@ def _load() -> None:
         if cpu.AVAILABLE:
             x = np.ones(4, dtype=np.float32)
             cpu.masked_scale_kernel(x, x, 0, 0, 0, 1 << 31, 2.0)
+            # the by-address entries of small eager calls (see dropkit.rng.cpu)
+            for dtype, entry, extra in (
+                (np.float32, cpu.masked_scale_f32_at, ()),
+                (np.float64, cpu.masked_scale_f64_at, ()),
+                (np.uint16, cpu.masked_scale_half_at, (True,)),
+            ):
+                y = np.ones(4, dtype=dtype)
+                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0, *extra)
+            for dtype, entry in (
+                (np.float32, cpu.masked_fill_f32_at),
+                (np.float64, cpu.masked_fill_f64_at),
+            ):
+                y = np.ones(4, dtype=dtype)
+                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0)
         _cpu = cpu
     except BaseException as exc:  # reported to the next caller, see _wait
         _error = exc

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import philox
-from .kernels import cpu_kernels, gpu_kernels
+from .kernels import cpu_kernels, gpu_kernels, loaded_cpu
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -86,12 +86,24 @@ def numba_dropout(
 
     float32/float64 run the fused kernel on the data; bfloat16/float16 run the half kernel on
     their uint16 bits (``x * scale`` in float32, rounded to nearest even), so peak memory is the
-    output's and no float32 copy is made.
+    output's and no float32 copy is made. Up to ``ADDRESS_MAX`` elements, once numba has
+    loaded, the kernel is called by address (:mod:`dropkit.rng.cpu`: no NumPy views, the GIL
+    kept; same bits).
     """
     out = torch.empty_like(x) if out is None else out.detach()
+    half = _NUMBA_KIND[x.dtype]
+    n = x.numel()
+    cpu = loaded_cpu()
+    if cpu is not None and n <= cpu.ADDRESS_MAX:  # by address, no NumPy views (dropkit.rng.cpu)
+        if half is None:
+            entry = cpu.masked_scale_f32_at if x.dtype == torch.float32 else cpu.masked_scale_f64_at
+            entry(x.data_ptr(), out.data_ptr(), n, seed, offset, 0, thr, scale)
+        else:
+            cpu.masked_scale_half_at(x.data_ptr(), out.data_ptr(), n, seed, offset, 0, thr, scale,
+                                     half)  # fmt: skip
+        return out
     if x.requires_grad:
         x = x.detach()
-    half = _NUMBA_KIND[x.dtype]
     kernels = cpu_kernels()
     if half is None:
         kernels.masked_scale_kernel(
@@ -135,6 +147,15 @@ def dropout_kernel(
     numba_ok = backend == "numba" and p < 1.0 and scale != 0.0 and x.dtype in _NUMBA_KIND
     if numba_ok and x.is_contiguous():  # checked first: this is almost every call
         return numba_dropout(x, seed, offset, cached_threshold(p), scale)
+    if numba_ok and _NUMBA_KIND[x.dtype] is None and not any(x.stride()):
+        # one value seen everywhere (the gradient of sum()): no contiguous copy of it
+        cpu = loaded_cpu()
+        n = x.numel()
+        if cpu is not None and 0 < n <= cpu.ADDRESS_MAX and x.device.type == "cpu":
+            out = torch.empty(x.shape, dtype=x.dtype)
+            entry = cpu.masked_fill_f32_at if x.dtype == torch.float32 else cpu.masked_fill_f64_at
+            entry(x.data_ptr(), out.data_ptr(), n, seed, offset, 0, cached_threshold(p), scale)
+            return out
     if x.is_meta:
         return torch.empty_like(x)
     if p >= 1.0 or scale == 0.0:
