@@ -576,3 +576,29 @@ def test_eager_seed_is_the_draw_key_draw():
     worker.start()
     worker.join()
     assert seeds == [expected]
+
+
+def test_first_call_under_inference_mode_then_training():
+    """The per-thread seed buffer made by a first call under inference_mode can still be
+    drawn into afterwards (a fresh thread, so its first call is the one under the mode)."""
+    import threading
+
+    errors = []
+
+    def run():
+        try:
+            x = torch.randn(2, 3, 6, 6)
+            with torch.inference_mode():
+                F.feature_alpha_dropout(x, 0.2, True)
+                F.alpha_dropout(x.bfloat16(), 0.2, True)
+            xg = x.clone().requires_grad_(True)
+            F.feature_alpha_dropout(xg, 0.2, True).sum().backward()
+            F.drop_block2d(xg, 0.2, block_size=3).sum().backward()
+            F.alpha_dropout(x.bfloat16(), 0.2, True)
+        except Exception as err:  # reported in the main thread
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert errors == []

@@ -198,8 +198,10 @@ def _alpha_eager(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Ten
 @functools.lru_cache(maxsize=8)
 def _alpha_prime(dtype: torch.dtype) -> torch.Tensor:
     """alpha' as a 0-d CPU tensor of ``dtype``: the value ``where(keep, x, alpha')`` converts
-    the Python scalar to (a wrapped scalar costs more per call)."""
-    return torch.tensor(ALPHA_PRIME, dtype=dtype)
+    the Python scalar to (a wrapped scalar costs more per call); a normal tensor even when made
+    under ``torch.inference_mode()``."""
+    with torch.inference_mode(False):
+        return torch.tensor(ALPHA_PRIME, dtype=dtype)
 
 
 def _alpha_numba(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:

@@ -172,7 +172,10 @@ def eager_seed(numel: int) -> tuple[int, int]:
         return int(seed_t), offset
     buffer = getattr(_seed_buffers, "seed", None)
     if buffer is None:
-        buffer = _seed_buffers.seed = torch.empty((), dtype=torch.int64, device="cpu")
+        # A normal tensor even when the first call runs under torch.inference_mode(): an
+        # inference tensor could not be written in place outside it.
+        with torch.inference_mode(False):
+            buffer = _seed_buffers.seed = torch.empty((), dtype=torch.int64, device="cpu")
     return int(buffer.random_(0, rng_backend.SEED_BOUND - 1)), 0
 
 
