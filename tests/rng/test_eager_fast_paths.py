@@ -166,3 +166,31 @@ def test_the_by_address_entry_gives_the_array_kernels_bits(dtype, n):
         filled = F.dropout(g.expand(n), 0.3, seed=77, offset=5)
         assert not any(g.expand(n).stride())
         assert torch.equal(filled, F.dropout(g.expand(n).contiguous(), 0.3, seed=77, offset=5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 2**14])
+def test_gaussian_by_address_gives_the_array_kernels_bits(dtype, n):
+    """Small Gaussian dropout calls run the kernel by address; forward and backward give the
+    array kernel's bits (the noise of the same seed and offset)."""
+    from dropkit.rng.kernels import _wait
+
+    _wait()
+    torch.manual_seed(n)
+    x = torch.randn(n).to(dtype).requires_grad_(True)
+    dy = torch.randn(n).to(dtype)
+    sigma = (0.3 / 0.7) ** 0.5
+
+    def by_array(t):
+        out = torch.empty_like(t)
+        if dtype in (torch.float32, torch.float64):
+            cpu.gaussian_kernel(t.numpy(), out.numpy(), 11, 3, 0, sigma)
+        else:
+            bits = (v.view(torch.int16).numpy().view("uint16") for v in (t, out))
+            cpu.gaussian_half_kernel(*bits, 11, 3, 0, sigma, dtype == torch.bfloat16)
+        return out
+
+    y = F.gaussian_dropout(x, 0.3, seed=11, offset=3)
+    y.backward(dy)
+    assert torch.equal(y.detach().view(torch.uint8), by_array(x.detach()).view(torch.uint8))
+    assert torch.equal(x.grad.view(torch.uint8), by_array(dy).view(torch.uint8))

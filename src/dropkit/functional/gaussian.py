@@ -13,7 +13,7 @@ import torch
 import torch.autograd.forward_ad as _fwd_ad
 
 from dropkit.rng.backend import draw_key, resolve
-from dropkit.rng.kernels import cpu_kernels, numba_available
+from dropkit.rng.kernels import cpu_kernels, loaded_cpu, numba_available
 
 from ._validation import check_input, check_p
 from .mask import batch_first, random_words, resolve_seed
@@ -200,13 +200,22 @@ def _apply_noise(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Ten
     The noise is indexed by ``x``'s logical row-major index whatever its strides; the output keeps
     ``x``'s strides when ``x`` is dense (``torch.empty_like``'s rule, as dropout).
     """
-    if x.requires_grad:
-        x = x.detach()
     out = torch.empty_like(x)
     if not x.is_contiguous():
         return out.copy_(_apply_noise(x.contiguous(), seed, offset, p))
     sigma = math.sqrt(p / (1.0 - p))  # as gaussian_noise computes it
     half = _KERNEL_KIND[x.dtype]
+    n = x.numel()
+    cpu = loaded_cpu()
+    if cpu is not None and 0 < n <= cpu.ADDRESS_MAX:  # by address (see dropkit.rng.cpu)
+        if half is None:
+            entry = cpu.gaussian_f32_at if x.dtype == torch.float32 else cpu.gaussian_f64_at
+            entry(x.data_ptr(), out.data_ptr(), n, seed, offset, 0, sigma)
+        else:
+            cpu.gaussian_half_at(x.data_ptr(), out.data_ptr(), n, seed, offset, 0, sigma, half)
+        return out
+    if x.requires_grad:
+        x = x.detach()
     if half is None:  # .numpy().reshape(-1): half the cost of .view(-1).numpy() at small sizes
         xa, oa = x.numpy().reshape(-1), out.numpy().reshape(-1)
         cpu_kernels().gaussian_kernel(xa, oa, seed, offset, 0, sigma)
@@ -241,16 +250,17 @@ class _EagerGaussian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, seed, offset, p):
         ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
+        ctx.key = int(seed)  # backward reads no tensor unless it records a graph
         ctx.args = (offset, p)
-        return _apply_noise(x, int(seed), offset, p)
+        return _apply_noise(x, ctx.key, offset, p)
 
     @staticmethod
     def backward(ctx, grad):
-        (seed,) = ctx.saved_tensors
         offset, p = ctx.args
         if grad.requires_grad and _grad_enabled():  # create_graph: record the op again
+            (seed,) = ctx.saved_tensors
             return _fused(grad, seed, offset, p), None, None, None
-        return _apply_noise(grad, int(seed), offset, p), None, None, None
+        return _apply_noise(grad, ctx.key, offset, p), None, None, None
 
 
 # torch's Python ``Function.apply`` only unwraps dead functorch wrappers outside transforms;

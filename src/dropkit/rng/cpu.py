@@ -721,6 +721,27 @@ if AVAILABLE:
         _masked_scale_half_serial(xs, os_, seed, offset, stream, threshold, scale, is_bf16)
 
     @cached_njit()
+    def gaussian_f32_at(x, out, n, seed, offset, stream, sigma):
+        """:func:`gaussian_kernel`, serial, on ``n`` float32 at addresses ``x``, ``out``
+        (``n >= 1``)."""
+        xs, os_ = numba.carray(_f32_at(x), n), numba.carray(_f32_at(out), n)
+        _gaussian_serial(xs, os_, seed, offset, stream, sigma, False)
+
+    @cached_njit()
+    def gaussian_f64_at(x, out, n, seed, offset, stream, sigma):
+        """:func:`gaussian_kernel`, serial, on ``n`` float64 at addresses ``x``, ``out``
+        (``n >= 1``)."""
+        xs, os_ = numba.carray(_f64_at(x), n), numba.carray(_f64_at(out), n)
+        _gaussian_serial(xs, os_, seed, offset, stream, sigma, False)
+
+    @cached_njit()
+    def gaussian_half_at(x, out, n, seed, offset, stream, sigma, is_bf16):
+        """:func:`gaussian_half_kernel`, serial, on ``n`` 16-bit values at addresses ``x``,
+        ``out`` (``n >= 1``)."""
+        xs, os_ = numba.carray(_u16_at(x), n), numba.carray(_u16_at(out), n)
+        _gaussian_half_serial(xs, os_, seed, offset, stream, sigma, is_bf16)
+
+    @cached_njit()
     def masked_fill_f32_at(x, out, n, seed, offset, stream, threshold, scale):
         """:func:`masked_scale_f32_at` of a tensor whose ``n`` elements are all the one float32
         at address ``x`` (an expanded scalar, the gradient of ``sum()``): ``out[i] = x * scale``

@@ -117,6 +117,13 @@ def _load() -> None:
             ):
                 y = np.ones(4, dtype=dtype)
                 entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0)
+            for dtype, entry, extra in (
+                (np.float32, cpu.gaussian_f32_at, ()),
+                (np.float64, cpu.gaussian_f64_at, ()),
+                (np.uint16, cpu.gaussian_half_at, (True,)),
+            ):
+                y = np.ones(4, dtype=dtype)
+                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 0.5, *extra)
         _cpu = cpu
     except BaseException as exc:  # reported to the next caller, see _wait
         _error = exc
