@@ -602,3 +602,25 @@ def test_first_call_under_inference_mode_then_training():
     worker.start()
     worker.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("n_ids", [40, 6])
+def test_embedded_dropout_gradient_with_non_finite_dy(n_ids):
+    """inf and NaN in dy reach only the kept words' rows of dW, on both routes, as in the
+    looked-up form (the dropped occurrences give exact zeros)."""
+    w = _rand((10, 3), torch.float32)
+    ids = torch.randint(0, 10, (n_ids,), generator=torch.Generator().manual_seed(3))
+    dy = torch.randn(n_ids, 3, generator=torch.Generator().manual_seed(4))
+    dy[::3, 0], dy[1::3, 1] = float("inf"), float("nan")
+    grads = []
+    for full in (False, True):
+        t = w.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        kw = dict(generator=torch.Generator().manual_seed(1), backend="reference") if full else {}
+        y = F.embedded_dropout(ids, t, 0.5, **kw)
+        grads.append(torch.autograd.grad(y, t, dy)[0])
+    _same_bits(*grads)
+    occurs = torch.zeros(10, dtype=torch.bool)
+    occurs[ids] = True
+    assert ((grads[0] == 0).all(1) & occurs).any()  # a dropped word that occurs
+    assert not torch.isfinite(grads[0]).all()

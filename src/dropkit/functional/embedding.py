@@ -179,9 +179,11 @@ class _TableEmbedding(torch.autograd.Function):
     """:func:`_table_lookup` with the gradient of the looked-up form: ``dW`` is torch's
     embedding backward of ``where(keep[ids], dy * s, 0)`` (each occurrence scaled before the
     sum), the roundings of ``where(keep[ids], W[ids] * s, 0)``'s own autograd graph, which
-    scaling the summed gradient once would not give. Plain eager reverse mode only (classic
-    ``forward(ctx, ...)`` form, no jvp or vmap rule); a backward with ``create_graph`` records
-    its ops."""
+    scaling the summed gradient once would not give. For a dense gradient the rows of dropped
+    words are cleared after the sum instead (each row sums its own occurrences, so the kept
+    rows' bits are the same, and the dropped rows are +0 either way), one ``(V, D)`` pass
+    instead of an ``(*ids, D)`` one. Plain eager reverse mode only (classic ``forward(ctx,
+    ...)`` form, no jvp or vmap rule); a backward with ``create_graph`` records its ops."""
 
     @staticmethod
     def forward(ctx, weight, ids, drop, scale, padding, scale_grad_by_freq, sparse):
@@ -193,11 +195,18 @@ class _TableEmbedding(torch.autograd.Function):
     def backward(ctx, grad):
         ids, drop = ctx.saved_tensors
         vocab, scale, padding, scale_grad_by_freq, sparse = ctx.args
-        rows = grad.mul(scale).masked_fill_(drop[ids], 0)
-        dw = torch.ops.aten.embedding_backward(
-            rows, ids, vocab, padding, scale_grad_by_freq, sparse
-        )
+        if sparse:  # one row per occurrence: the dropped ones must be zeros themselves
+            rows = grad.mul(scale).masked_fill_(drop[ids], 0)
+            dw = _embedding_backward(rows, ids, vocab, padding, scale_grad_by_freq, True)
+        else:
+            dw = _embedding_dense_backward(grad.mul(scale), ids, vocab, padding, scale_grad_by_freq)
+            dw = dw.masked_fill_(drop, 0)
         return dw, None, None, None, None, None, None
+
+
+# What EmbeddingBackward0 calls (the dense one is what embedding_backward calls when not sparse).
+_embedding_backward = torch.ops.aten.embedding_backward.default
+_embedding_dense_backward = torch.ops.aten.embedding_dense_backward.default
 
 
 # The C++ apply underneath ``Function.apply``: enough for a plain eager call (see
