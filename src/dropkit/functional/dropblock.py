@@ -314,7 +314,8 @@ def drop_block2d(
     ``shared_channels``. ``block_size`` may be odd or even and is clipped to the map. ``p = 1``
     gives zeros with zero gradient. Ghiasi et al. 2018 (arXiv:1810.12890).
 
-    Shape: x ``(N, C, H, W)`` (strict); output the same.
+    Shape: x ``(N, C, H, W)`` (strict); output the same, in the input's memory format
+    (``channels_last`` kept).
 
     Example:
         >>> import torch
@@ -351,7 +352,7 @@ def drop_block3d(
     :math:`\gamma = \frac{p}{b_d b_h b_w}\prod_d \frac{n_d}{n_d - b_d + 1}`, otherwise as
     :func:`drop_block2d` (Ghiasi et al. 2018, arXiv:1810.12890).
 
-    Shape: x ``(N, C, D, H, W)`` (strict); output the same.
+    Shape: x ``(N, C, D, H, W)`` (strict); output the same, in the input's memory format.
     """
     return _drop_block(
         x,

@@ -92,9 +92,11 @@ def embedded_dropout(
 
     Computed as :math:`y = m[\text{ids}] \odot W[\text{ids}] / q`: the same values, without a
     ``(V, D)`` copy, and the lookup's own gradient (``sparse``, ``padding_idx``,
-    ``scale_grad_by_freq``) reaches ``weight`` unchanged. The keyword arguments are those of
-    ``torch.nn.functional.embedding``; ``max_norm`` renormalises the looked-up rows of the
-    original ``weight`` in place first, exactly as there. Eval is ``F.embedding`` itself.
+    ``scale_grad_by_freq``) reaches ``weight`` unchanged. (In eager CPU code a table with no
+    more rows than there are ids is dropped first and then looked up: the same values, and
+    the same gradient bits, each occurrence scaled before the sum.) The keyword arguments are
+    those of ``torch.nn.functional.embedding``; ``max_norm`` renormalises the looked-up rows of
+    the original ``weight`` in place first, exactly as there. Eval is ``F.embedding`` itself.
     Merity et al. 2018 (arXiv:1708.02182); Gal & Ghahramani 2016 (arXiv:1512.05287).
 
     Shape: ids ``(*)`` integers in ``[0, V)``; weight ``(V, D)``; output ``(*, D)``.
