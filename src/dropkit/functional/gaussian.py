@@ -250,17 +250,17 @@ class _EagerGaussian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, seed, offset, p):
         ctx.save_for_backward(seed)  # 8 bytes instead of a full-size noise tensor
-        ctx.key = int(seed)  # backward reads no tensor unless it records a graph
         ctx.args = (offset, p)
-        return _apply_noise(x, ctx.key, offset, p)
+        return _apply_noise(x, int(seed), offset, p)
 
     @staticmethod
     def backward(ctx, grad):
+        # the key from the saved tensor: saved-tensor hooks (checkpointing) decide what it is
+        (seed,) = ctx.saved_tensors
         offset, p = ctx.args
         if grad.requires_grad and _grad_enabled():  # create_graph: record the op again
-            (seed,) = ctx.saved_tensors
             return _fused(grad, seed, offset, p), None, None, None
-        return _apply_noise(grad, ctx.key, offset, p), None, None, None
+        return _apply_noise(grad, int(seed), offset, p), None, None, None
 
 
 # torch's Python ``Function.apply`` only unwraps dead functorch wrappers outside transforms;

@@ -111,19 +111,17 @@ class _EagerDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, seed: Tensor, offset: int, p: float, scale: float, backend: str):
         ctx.save_for_backward(seed)  # 8 bytes: the mask is regenerated, never stored
-        # The key as an int too: inside backward every torch call costs about 3 us more than
-        # outside (the engine's GIL hand-offs), so backward reads neither the saved tensor
-        # nor its value unless it records a graph.
-        ctx.key = int(seed)
         ctx.args = (offset, p, scale, backend)
-        return dropout_kernel(x, ctx.key, offset, p, scale, backend)
+        return dropout_kernel(x, int(seed), offset, p, scale, backend)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        # The key is read back from the saved tensor, not kept as an int: saved-tensor hooks
+        # (activation checkpointing, offloading) decide what backward sees, as for any op.
+        (seed,) = ctx.saved_tensors
         if grad.requires_grad and _grad_enabled():  # create_graph: record the op again
-            (seed,) = ctx.saved_tensors
             return PhiloxDropout.call(grad, seed, *ctx.args), None, None, None, None, None
-        dx = dropout_kernel(grad, ctx.key, *ctx.args)
+        dx = dropout_kernel(grad, int(seed), *ctx.args)
         return dx, None, None, None, None, None
 
 
