@@ -194,3 +194,26 @@ def test_gaussian_by_address_gives_the_array_kernels_bits(dtype, n):
     y.backward(dy)
     assert torch.equal(y.detach().view(torch.uint8), by_array(x.detach()).view(torch.uint8))
     assert torch.equal(x.grad.view(torch.uint8), by_array(dy).view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (8, 1, 1), (16, 64)])
+def test_shared_mask_by_address_gives_the_array_kernels_bits(dtype, shape):
+    """Small shared masks (DropPath, LockedDropout, channel dropout) are filled by address;
+    the bits are the array kernel's."""
+    import numpy as np
+
+    from dropkit.functional.mask import _cpu_scaled_keep, _mask_value
+    from dropkit.rng.kernels import _wait
+    from dropkit.rng.ops import cached_threshold
+
+    _wait()
+    got = _cpu_scaled_keep(shape, 123, 9, 0.25, 1 / 0.75, dtype)
+    np_dtype, value = _mask_value(1 / 0.75, dtype)
+    want = np.empty(shape, dtype=np_dtype)
+    cpu.scaled_keep_kernel(want.reshape(-1), 123, 9, 0, cached_threshold(0.25), value)
+    want_t = torch.from_numpy(want)
+    want_t = want_t.view(dtype) if np_dtype == np.uint16 else want_t.to(dtype)
+    assert got.dtype == dtype
+    assert got.shape == shape
+    assert torch.equal(got.view(torch.uint8), want_t.view(torch.uint8))

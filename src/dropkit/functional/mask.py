@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dropkit.rng import backend as rng_backend
-from dropkit.rng.kernels import cpu_kernels, numba_available
+from dropkit.rng.kernels import cpu_kernels, loaded_cpu, numba_available
 from dropkit.rng.ops import cached_threshold, philox_words, threshold
 
 _NUMBA = numba_available()
@@ -151,8 +151,19 @@ def _cpu_scaled_keep(shape: tuple[int, ...], seed: int, offset: int, p: float, s
     types a NumPy array faster than a view of a torch tensor; at these sizes dispatch is the
     whole cost), wrapped without a copy."""
     np_dtype, value = _mask_value(scale, dtype)
-    values = np.empty(shape, dtype=np_dtype)
     thr = cached_threshold(p)
+    n = math.prod(shape)
+    cpu = loaded_cpu()
+    if cpu is not None and n <= cpu.ADDRESS_MAX:  # by address: no NumPy (see dropkit.rng.cpu)
+        if np_dtype == np.uint16:
+            mask = torch.empty(shape, dtype=torch.int16)
+            cpu.scaled_keep_u16_at(mask.data_ptr(), n, seed, offset, 0, thr, value)
+            return mask.view(dtype)
+        mask = torch.empty(shape, dtype=_wide(dtype))
+        entry = cpu.scaled_keep_f32_at if np_dtype == np.float32 else cpu.scaled_keep_f64_at
+        entry(mask.data_ptr(), n, seed, offset, 0, thr, value)
+        return mask if mask.dtype == dtype else mask.to(dtype)
+    values = np.empty(shape, dtype=np_dtype)
     cpu_kernels().scaled_keep_kernel(values.reshape(-1), seed, offset, 0, thr, value)
     mask = torch.from_numpy(values)
     if np_dtype == np.uint16:
@@ -246,8 +257,8 @@ def eager_shared_mask(x: torch.Tensor, shape: tuple[int, ...], p: float, scale: 
     """The scaled keep mask of ``shape`` for an :func:`eager_cpu` input, its seed drawn as
     :func:`shared_mask_dropout` draws it (``0 < p < 1``, ``scale != 0``): the whole shared-mask
     dropout is then ``x * eager_shared_mask(...)``."""
-    seed_t, offset = rng_backend.draw_key(None, 0, math.prod(shape))
-    return _cpu_scaled_keep(shape, int(seed_t), offset, p, scale, x.dtype)
+    seed, offset = eager_seed(math.prod(shape))
+    return _cpu_scaled_keep(shape, seed, offset, p, scale, x.dtype)
 
 
 @torch.library.custom_op("dropkit::scaled_keep_mask", mutates_args=())

@@ -742,6 +742,21 @@ if AVAILABLE:
         _gaussian_half_serial(xs, os_, seed, offset, stream, sigma, is_bf16)
 
     @cached_njit()
+    def scaled_keep_f32_at(out, n, seed, offset, stream, threshold, value):
+        """:func:`scaled_keep_kernel`, serial, into ``n`` float32 at address ``out``."""
+        _scaled_keep_serial(numba.carray(_f32_at(out), n), seed, offset, stream, threshold, value)
+
+    @cached_njit()
+    def scaled_keep_f64_at(out, n, seed, offset, stream, threshold, value):
+        """:func:`scaled_keep_kernel`, serial, into ``n`` float64 at address ``out``."""
+        _scaled_keep_serial(numba.carray(_f64_at(out), n), seed, offset, stream, threshold, value)
+
+    @cached_njit()
+    def scaled_keep_u16_at(out, n, seed, offset, stream, threshold, value):
+        """:func:`scaled_keep_kernel`, serial, into ``n`` uint16 (half bits) at address ``out``."""
+        _scaled_keep_serial(numba.carray(_u16_at(out), n), seed, offset, stream, threshold, value)
+
+    @cached_njit()
     def masked_fill_f32_at(x, out, n, seed, offset, stream, threshold, scale):
         """:func:`masked_scale_f32_at` of a tensor whose ``n`` elements are all the one float32
         at address ``x`` (an expanded scalar, the gradient of ``sum()``): ``out[i] = x * scale``

@@ -117,6 +117,13 @@ def _load() -> None:
             ):
                 y = np.ones(4, dtype=dtype)
                 entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0)
+            for dtype, entry, value in (
+                (np.float32, cpu.scaled_keep_f32_at, 2.0),
+                (np.float64, cpu.scaled_keep_f64_at, 2.0),
+                (np.uint16, cpu.scaled_keep_u16_at, 1),
+            ):
+                y = np.ones(4, dtype=dtype)
+                entry(y.ctypes.data, 4, 0, 0, 0, 1 << 31, value)
             for dtype, entry, extra in (
                 (np.float32, cpu.gaussian_f32_at, ()),
                 (np.float64, cpu.gaussian_f64_at, ()),
