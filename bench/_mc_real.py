@@ -335,7 +335,7 @@ def main(args) -> int:
         "and on the LSTM the inter-layer dropout (var ratio ~0). A var ratio near 0 means baal "
         "returned T identical samples.",
         *notes,
-        "The CPU is shared with other jobs and noisy (2 cores; 1-minute load average "
+        "Timings on a small CPU are noisy (2 cores; 1-minute load average "
         f"{__import__('os').getloadavg()[0]:.1f} at the end of the run): the minimum over "
         "interleaved repeats is the most stable statistic, but ratios "
         "within ±20% are within the noise.",

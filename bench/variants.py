@@ -423,9 +423,12 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         "≤ the baseline's)",
         f"p = {P}; minimum over interleaved repeats; peak = bytes allocated during one call "
         "beyond its inputs (fwd+bwd: forward, then `torch.autograd.grad`).",
-        "The CPU is shared with other jobs (other engineers' tests and benchmarks ran at the "
-        "same time): small-size ratios, bound by Python per call on both sides, move by tens "
-        "of percent between runs, and single medium rows can be hit by a descheduled thread.",
+        "The input requires grad in both passes, so 'forward' records the autograd graph (a "
+        "dropkit layer is a Python autograd node, torch's a C++ one): without a graph plain "
+        "dropout is faster than torch's at every size (see 'CPU dropout at every size').",
+        "Small-size ratios, bound by Python per call on both sides, move by tens of percent "
+        "between runs on a 2-core machine, and single medium rows can be hit by a "
+        "descheduled thread.",
     ]
     if misses:
         notes.append(
