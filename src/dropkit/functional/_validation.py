@@ -35,3 +35,19 @@ def check_rank(x: torch.Tensor, expected: int | tuple[int, ...], layout: str, ow
             f"{owner} expects input of shape {layout} ({dims} dims), got {x.dim()} dims with "
             f"shape {tuple(x.shape)}; for one unbatched sample add the batch dim, e.g. x[None]"
         )
+
+
+def plain_call(training: bool, p: object, seed: object, offset: object, backend: object,
+               generator: object) -> bool:  # fmt: skip
+    """Whether a functional call is the common one that the eager fast paths take before any
+    validation: training, a float rate in (0, 1), and no ``seed``, ``offset``, ``backend`` or
+    ``generator`` given (each fast path then checks its tensors)."""
+    return (
+        training
+        and type(p) is float
+        and 0.0 < p < 1.0
+        and seed is None
+        and offset == 0
+        and backend is None
+        and generator is None
+    )

@@ -17,7 +17,7 @@ from dropkit.rng.function import PhiloxDropout
 from dropkit.rng.kernels import cpu_kernels, numba_available
 from dropkit.rng.ops import cached_threshold
 
-from ._validation import check_input, check_p
+from ._validation import check_input, check_p, plain_call
 from .mask import (
     _mask_value,
     batch_first,
@@ -260,14 +260,8 @@ def alpha_dropout(
     Shape: any; output the same.
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
+        plain_call(training, p, seed, offset, backend, generator)
         and not inplace
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
         and type(input) is torch.Tensor
         and input.is_cpu
         and input.dtype in _EAGER_DTYPES
@@ -313,14 +307,8 @@ def feature_alpha_dropout(
     :math:`a\alpha' + b` (dropped), so autograd keeps only the small ``A``.
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
+        plain_call(training, p, seed, offset, backend, generator)
         and not inplace
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
         and type(input) is torch.Tensor
         and input.is_cpu
         and input.dtype in _EAGER_DTYPES

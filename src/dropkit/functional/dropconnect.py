@@ -15,7 +15,7 @@ from dropkit.rng.backend import draw_key
 from dropkit.rng.function import PhiloxDropout
 from dropkit.rng.kernels import numba_available
 
-from ._validation import check_input, check_p
+from ._validation import check_input, check_p, plain_call
 from .mask import bernoulli_mask, keep_scale, masked_scale
 
 _NUMBA = numba_available()
@@ -58,13 +58,7 @@ def dropconnect_linear(
         (torch.Size([2, 3]), True)
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
+        plain_call(training, p, seed, offset, backend, generator)
         and type(weight) in _PLAIN
         and weight.is_cpu
         and weight.dtype in _KERNEL_DTYPES

@@ -16,7 +16,7 @@ from dropkit.rng.kernels import numba_available
 from dropkit.rng.ops import philox_dropout
 from dropkit.rng.shard import dtensor_dropout, is_dtensor
 
-from ._validation import check_input, check_p
+from ._validation import check_input, check_p, plain_call
 from .mask import bernoulli_mask, keep_scale, mask_shape, masked_scale, resolve_seed, shared_dims
 
 _NUMBA = numba_available()
@@ -124,16 +124,10 @@ def dropout(
         True
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
+        plain_call(training, p, seed, offset, backend, generator)
         and not inplace
         and inverted
         and not broadcast_dims
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
         and type(input) is torch.Tensor
         and input.is_floating_point()
         and input.is_cpu

@@ -12,7 +12,7 @@ import torch.nn.functional as TF
 
 from dropkit.rng.kernels import numba_available
 
-from ._validation import check_input, check_p
+from ._validation import check_input, check_p, plain_call
 from .dropout import dropout
 from .mask import bernoulli_mask, eager_keep_mask, eager_seed, keep_scale, masked_scale
 
@@ -102,13 +102,7 @@ def embedded_dropout(
     Shape: ids ``(*)`` integers in ``[0, V)``; weight ``(V, D)``; output ``(*, D)``.
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
+        plain_call(training, p, seed, offset, backend, generator)
         and type(weight) in _PLAIN
         and weight.is_cpu
         and weight.is_floating_point()

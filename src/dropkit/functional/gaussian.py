@@ -15,7 +15,7 @@ import torch.autograd.forward_ad as _fwd_ad
 from dropkit.rng.backend import draw_key, resolve
 from dropkit.rng.kernels import cpu_kernels, loaded_cpu, numba_available
 
-from ._validation import check_input, check_p
+from ._validation import check_input, check_p, plain_call
 from .mask import batch_first, random_words, resolve_seed
 
 _NUMBA = numba_available()
@@ -295,14 +295,8 @@ def gaussian_dropout(
     Shape: any; output the same.
     """
     if (
-        training
-        and type(p) is float
-        and 0.0 < p < 1.0
+        plain_call(training, p, seed, offset, backend, generator)
         and not inplace
-        and seed is None
-        and offset == 0
-        and backend is None
-        and generator is None
         and type(input) is torch.Tensor
         and input.is_cpu
         and input.dtype in _KERNEL_KIND
