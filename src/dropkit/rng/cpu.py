@@ -70,14 +70,10 @@ if AVAILABLE:
         return (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
 
     @numba.njit(inline="always")
-    def _philox_block(q0, m, stream, k0, k1, words):
-        """Words of Philox calls ``q0 .. q0 + m - 1`` into ``words[0 : 4 m]`` (uint32)."""
-        # Round r uses key (k0 + r W0, k1 + r W1) mod 2^32; written out so that the loop
-        # over calls is the innermost loop and vectorises. Calls t and t + h run side by side:
-        # two independent chains of multiplies per iteration keep more of the core busy
-        # (about 20% faster than one chain); an odd m leaves one call for the end.
-        a0, b0 = k0, k1
-        a1, b1 = (a0 + _W0) & _MASK, (b0 + _W1) & _MASK
+    def _round_keys(k0, k1):
+        """The ten round keys (k0 + r W0, k1 + r W1) mod 2^32, r = 0..9, as one tuple
+        ``(a0, b0, a1, b1, ...)``, hoisted out of the loops over calls."""
+        a1, b1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
         a2, b2 = (a1 + _W0) & _MASK, (b1 + _W1) & _MASK
         a3, b3 = (a2 + _W0) & _MASK, (b2 + _W1) & _MASK
         a4, b4 = (a3 + _W0) & _MASK, (b3 + _W1) & _MASK
@@ -86,57 +82,45 @@ if AVAILABLE:
         a7, b7 = (a6 + _W0) & _MASK, (b6 + _W1) & _MASK
         a8, b8 = (a7 + _W0) & _MASK, (b7 + _W1) & _MASK
         a9, b9 = (a8 + _W0) & _MASK, (b8 + _W1) & _MASK
+        return (k0, k1, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5, a6, b6, a7, b7, a8, b8, a9, b9)
+
+    @numba.njit(inline="always")
+    def _philox10(q, stream, r):
+        """The four words of Philox-4x32-10 call ``q`` (counter ``(q lo, q hi, stream, 0)``)
+        with the round keys ``r`` of :func:`_round_keys`."""
+        c = _round(q & _MASK, q >> _S32, stream, np.uint64(0), r[0], r[1])
+        c = _round(c[0], c[1], c[2], c[3], r[2], r[3])
+        c = _round(c[0], c[1], c[2], c[3], r[4], r[5])
+        c = _round(c[0], c[1], c[2], c[3], r[6], r[7])
+        c = _round(c[0], c[1], c[2], c[3], r[8], r[9])
+        c = _round(c[0], c[1], c[2], c[3], r[10], r[11])
+        c = _round(c[0], c[1], c[2], c[3], r[12], r[13])
+        c = _round(c[0], c[1], c[2], c[3], r[14], r[15])
+        c = _round(c[0], c[1], c[2], c[3], r[16], r[17])
+        return _round(c[0], c[1], c[2], c[3], r[18], r[19])
+
+    @numba.njit(inline="always")
+    def _philox_block(q0, m, stream, k0, k1, words):
+        """Words of Philox calls ``q0 .. q0 + m - 1`` into ``words[0 : 4 m]`` (uint32)."""
+        # Calls t and t + h run side by side: two independent chains of multiplies per
+        # iteration keep more of the core busy (about 20% faster than one chain); an odd m
+        # leaves one call for the end. The loop over calls is the innermost and vectorises.
+        r = _round_keys(k0, k1)
         h = m >> 1
-        zero = np.uint64(0)
         for t in range(h):
             q = q0 + np.uint64(t)
-            r = q + np.uint64(h)
-            c = _round(q & _MASK, q >> _S32, stream, zero, a0, b0)
-            d = _round(r & _MASK, r >> _S32, stream, zero, a0, b0)
-            c = _round(c[0], c[1], c[2], c[3], a1, b1)
-            d = _round(d[0], d[1], d[2], d[3], a1, b1)
-            c = _round(c[0], c[1], c[2], c[3], a2, b2)
-            d = _round(d[0], d[1], d[2], d[3], a2, b2)
-            c = _round(c[0], c[1], c[2], c[3], a3, b3)
-            d = _round(d[0], d[1], d[2], d[3], a3, b3)
-            c = _round(c[0], c[1], c[2], c[3], a4, b4)
-            d = _round(d[0], d[1], d[2], d[3], a4, b4)
-            c = _round(c[0], c[1], c[2], c[3], a5, b5)
-            d = _round(d[0], d[1], d[2], d[3], a5, b5)
-            c = _round(c[0], c[1], c[2], c[3], a6, b6)
-            d = _round(d[0], d[1], d[2], d[3], a6, b6)
-            c = _round(c[0], c[1], c[2], c[3], a7, b7)
-            d = _round(d[0], d[1], d[2], d[3], a7, b7)
-            c = _round(c[0], c[1], c[2], c[3], a8, b8)
-            d = _round(d[0], d[1], d[2], d[3], a8, b8)
-            c = _round(c[0], c[1], c[2], c[3], a9, b9)
-            d = _round(d[0], d[1], d[2], d[3], a9, b9)
-            words[4 * t] = np.uint32(c[0])
-            words[4 * t + 1] = np.uint32(c[1])
-            words[4 * t + 2] = np.uint32(c[2])
-            words[4 * t + 3] = np.uint32(c[3])
-            u = 4 * (t + h)
-            words[u] = np.uint32(d[0])
-            words[u + 1] = np.uint32(d[1])
-            words[u + 2] = np.uint32(d[2])
-            words[u + 3] = np.uint32(d[3])
+            c = _philox10(q, stream, r)
+            d = _philox10(q + np.uint64(h), stream, r)
+            u, v = 4 * t, 4 * (t + h)
+            words[u], words[u + 1] = np.uint32(c[0]), np.uint32(c[1])
+            words[u + 2], words[u + 3] = np.uint32(c[2]), np.uint32(c[3])
+            words[v], words[v + 1] = np.uint32(d[0]), np.uint32(d[1])
+            words[v + 2], words[v + 3] = np.uint32(d[2]), np.uint32(d[3])
         if m & 1:
-            q = q0 + np.uint64(m - 1)
-            c = _round(q & _MASK, q >> _S32, stream, zero, a0, b0)
-            c = _round(c[0], c[1], c[2], c[3], a1, b1)
-            c = _round(c[0], c[1], c[2], c[3], a2, b2)
-            c = _round(c[0], c[1], c[2], c[3], a3, b3)
-            c = _round(c[0], c[1], c[2], c[3], a4, b4)
-            c = _round(c[0], c[1], c[2], c[3], a5, b5)
-            c = _round(c[0], c[1], c[2], c[3], a6, b6)
-            c = _round(c[0], c[1], c[2], c[3], a7, b7)
-            c = _round(c[0], c[1], c[2], c[3], a8, b8)
-            c = _round(c[0], c[1], c[2], c[3], a9, b9)
+            c = _philox10(q0 + np.uint64(m - 1), stream, r)
             u = 4 * (m - 1)
-            words[u] = np.uint32(c[0])
-            words[u + 1] = np.uint32(c[1])
-            words[u + 2] = np.uint32(c[2])
-            words[u + 3] = np.uint32(c[3])
+            words[u], words[u + 1] = np.uint32(c[0]), np.uint32(c[1])
+            words[u + 2], words[u + 3] = np.uint32(c[2]), np.uint32(c[3])
 
     @numba.njit(inline="always")
     def _setup(seed, offset, n):
@@ -451,41 +435,12 @@ if AVAILABLE:
         ``2j`` and ``2j + 1`` of calls ``q0 ..`` (u1's and u2's word of pair ``j``). Calls ``t``
         and ``t + h`` run side by side (two independent chains per iteration: ~25% faster than
         one); for odd ``m`` one call past the end is computed into the arrays' spare room."""
-        a0, b0 = k0, k1
-        a1, b1 = (a0 + _W0) & _MASK, (b0 + _W1) & _MASK
-        a2, b2 = (a1 + _W0) & _MASK, (b1 + _W1) & _MASK
-        a3, b3 = (a2 + _W0) & _MASK, (b2 + _W1) & _MASK
-        a4, b4 = (a3 + _W0) & _MASK, (b3 + _W1) & _MASK
-        a5, b5 = (a4 + _W0) & _MASK, (b4 + _W1) & _MASK
-        a6, b6 = (a5 + _W0) & _MASK, (b5 + _W1) & _MASK
-        a7, b7 = (a6 + _W0) & _MASK, (b6 + _W1) & _MASK
-        a8, b8 = (a7 + _W0) & _MASK, (b7 + _W1) & _MASK
-        a9, b9 = (a8 + _W0) & _MASK, (b8 + _W1) & _MASK
+        r = _round_keys(k0, k1)
         h = (m + 1) >> 1
-        zero = np.uint64(0)
         for t in range(h):
             q = q0 + np.uint64(t)
-            p = q + np.uint64(h)
-            c = _round(q & _MASK, q >> _S32, stream, zero, a0, b0)
-            d = _round(p & _MASK, p >> _S32, stream, zero, a0, b0)
-            c = _round(c[0], c[1], c[2], c[3], a1, b1)
-            d = _round(d[0], d[1], d[2], d[3], a1, b1)
-            c = _round(c[0], c[1], c[2], c[3], a2, b2)
-            d = _round(d[0], d[1], d[2], d[3], a2, b2)
-            c = _round(c[0], c[1], c[2], c[3], a3, b3)
-            d = _round(d[0], d[1], d[2], d[3], a3, b3)
-            c = _round(c[0], c[1], c[2], c[3], a4, b4)
-            d = _round(d[0], d[1], d[2], d[3], a4, b4)
-            c = _round(c[0], c[1], c[2], c[3], a5, b5)
-            d = _round(d[0], d[1], d[2], d[3], a5, b5)
-            c = _round(c[0], c[1], c[2], c[3], a6, b6)
-            d = _round(d[0], d[1], d[2], d[3], a6, b6)
-            c = _round(c[0], c[1], c[2], c[3], a7, b7)
-            d = _round(d[0], d[1], d[2], d[3], a7, b7)
-            c = _round(c[0], c[1], c[2], c[3], a8, b8)
-            d = _round(d[0], d[1], d[2], d[3], a8, b8)
-            c = _round(c[0], c[1], c[2], c[3], a9, b9)
-            d = _round(d[0], d[1], d[2], d[3], a9, b9)
+            c = _philox10(q, stream, r)
+            d = _philox10(q + np.uint64(h), stream, r)
             ev[2 * t] = np.uint32(c[0])
             od[2 * t] = np.uint32(c[1])
             ev[2 * t + 1] = np.uint32(c[2])
