@@ -38,29 +38,13 @@ AVAILABLE = numba is not None
 if AVAILABLE:
     import math
 
-    from llvmlite import ir
     from numba.core import types as _nt
-    from numba.extending import intrinsic
 
+    from ..rng.intrinsics import bitcast
     from ..rng.jitcache import cached_njit
 
-    @intrinsic
-    def _bits(typingctx, f):
-        """The int32 bits of a float32 (an LLVM bitcast, vectorisable)."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-
-        return _nt.int32(_nt.float32), codegen
-
-    @intrinsic
-    def _float(typingctx, i):
-        """The float32 of int32 bits (an LLVM bitcast, vectorisable)."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.FloatType())
-
-        return _nt.float32(_nt.int32), codegen
+    _bits = bitcast(_nt.float32, _nt.int32)  # the int32 key of a float32 (vectorisable)
+    _float = bitcast(_nt.int32, _nt.float32)
 
     # No nnan/ninf: NaN and inf are detected exactly, on the integer keys.
     _FM = {"reassoc", "contract", "nsz", "arcp"}

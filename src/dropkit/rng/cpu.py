@@ -44,11 +44,10 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 
 if AVAILABLE:
-    from llvmlite import ir as _ir
     from numba.core import types as _types
-    from numba.extending import intrinsic as _intrinsic
 
     from . import threads as _threads
+    from .intrinsics import address_of, bitcast
     from .jitcache import cached_njit
     from .threads import launch
 
@@ -355,41 +354,10 @@ if AVAILABLE:
 
     _CHUNK = 256  # pairs per pass of the normal loops: 8 scratch arrays of 2 KiB
 
-    @_intrinsic
-    def _f64_bits(typingctx, x):
-        """The uint64 bits of a float64 (a register bitcast, free in vector code)."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], _ir.IntType(64))
-
-        return _types.uint64(_types.float64), codegen
-
-    @_intrinsic
-    def _bits_f64(typingctx, b):
-        """The float64 whose bits are the uint64 ``b``."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], _ir.DoubleType())
-
-        return _types.float64(_types.uint64), codegen
-
-    @_intrinsic
-    def _f32_bits(typingctx, x):
-        """The uint32 bits of a float32."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], _ir.IntType(32))
-
-        return _types.uint32(_types.float32), codegen
-
-    @_intrinsic
-    def _bits_f32(typingctx, b):
-        """The float32 whose bits are the uint32 ``b``."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], _ir.FloatType())
-
-        return _types.float32(_types.uint32), codegen
+    _f64_bits = bitcast(_types.float64, _types.uint64)
+    _bits_f64 = bitcast(_types.uint64, _types.float64)
+    _f32_bits = bitcast(_types.float32, _types.uint32)
+    _bits_f32 = bitcast(_types.uint32, _types.float32)
 
     _MAGIC = np.uint64(0x4330000000000000)  # bits of 2^52: (2^52 | v) - 2^52 = v, exactly
     _TWO52 = 2.0**52
@@ -635,26 +603,13 @@ if AVAILABLE:
     # these sizes (at most ADDRESS_MAX elements, about 16 us of work). The caller keeps the
     # tensors alive, contiguous, on the CPU and of the entry's dtype for the call.
 
-    def _address_of(kind):
-        @_intrinsic
-        def at(typingctx, address):
-            """The int ``address`` as a pointer to the element type."""
-            pointer = _types.CPointer(kind)
-
-            def codegen(context, builder, signature, args):
-                return builder.inttoptr(args[0], context.get_value_type(pointer))
-
-            return pointer(_types.intp), codegen
-
-        return at
-
     #: Largest tensor (elements) the by-address entries take; larger calls go through the
     #: array kernels, which release the GIL.
     ADDRESS_MAX = 1 << 14
 
-    _f32_at = _address_of(_types.float32)
-    _f64_at = _address_of(_types.float64)
-    _u16_at = _address_of(_types.uint16)
+    _f32_at = address_of(_types.float32)
+    _f64_at = address_of(_types.float64)
+    _u16_at = address_of(_types.uint16)
 
     @cached_njit()
     def masked_scale_f32_at(x, out, n, seed, offset, stream, threshold, scale):
