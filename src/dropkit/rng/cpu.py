@@ -270,18 +270,8 @@ if AVAILABLE:
             if is_bf16:
                 for k in range(m):
                     bits[k] = np.uint32(xv[k]) << np.uint32(16)
-            else:
-                # binary16 -> float32: shift the exponent and mantissa into place and rescale by
-                # 2^112 (exact, and right for subnormals), then mend inf/NaN and the sign.
-                for k in range(m):
-                    bits[k] = (np.uint32(xv[k]) & np.uint32(0x7FFF)) << np.uint32(13)
-                for k in range(m):
-                    vals[k] = vals[k] * _TWO112
-                for k in range(m):
-                    h = np.uint32(xv[k])
-                    if (h & np.uint32(0x7C00)) == np.uint32(0x7C00):
-                        bits[k] = np.uint32(0x7F800000) | ((h & np.uint32(0x3FF)) << np.uint32(13))
-                    bits[k] |= (h & np.uint32(0x8000)) << np.uint32(16)
+            else:  # binary16 -> float32, exactly (bits is fresh scratch: no overlap with xv)
+                _widen_f16(xv, bits, m)
             for k in range(m):
                 vals[k] = vals[k] * s if wv[k] >= thr else np.float32(0.0)
             if is_bf16:
@@ -519,10 +509,10 @@ if AVAILABLE:
 
     @numba.njit(inline="always")
     def _widen_f16(h, bits, m):
-        """float32 bits of the binary16 values ``h[:m]`` into ``bits[:m]`` (exact; the steps of
-        :func:`_masked_scale_half`: exponent and mantissa shifted into place and scaled by
-        2^112, then inf/NaN and the sign mended), one simple loop per step; ``h`` is read again
-        after ``bits`` is written, so the two must not overlap."""
+        """float32 bits of the binary16 values ``h[:m]`` into ``bits[:m]``, exactly: exponent
+        and mantissa shifted into place and scaled by 2^112 (right for subnormals too), then
+        inf/NaN and the sign mended; one simple loop per step (they vectorise). ``h`` is read
+        again after ``bits`` is written, so the two must not overlap."""
         vals = bits.view(np.float32)
         for k in range(m):
             bits[k] = (np.uint32(h[k]) & np.uint32(0x7FFF)) << np.uint32(13)
