@@ -22,6 +22,7 @@ from .mask import (
     _mask_value,
     batch_first,
     bernoulli_mask,
+    eager_cpu,
     eager_keep_mask,
     eager_seed,
     mask_shape,
@@ -262,13 +263,9 @@ def alpha_dropout(
     if (
         plain_call(training, p, seed, offset, backend, generator)
         and not inplace
-        and type(input) is torch.Tensor
-        and input.is_cpu
+        and eager_cpu(input)
         and input.dtype in _EAGER_DTYPES
-        and _NUMBA
-        and not _functorch_active()
         and _fwd_ad._current_level < 0
-        and not _is_compiling()
     ):  # the common call, with nothing to validate or resolve: straight to the kernels
         if input.requires_grad and torch.is_grad_enabled():  # backward needs the seed tensor
             seed_t, start = draw_key(None, 0, input.numel())
@@ -309,13 +306,9 @@ def feature_alpha_dropout(
     if (
         plain_call(training, p, seed, offset, backend, generator)
         and not inplace
-        and type(input) is torch.Tensor
-        and input.is_cpu
+        and eager_cpu(input)
         and input.dtype in _EAGER_DTYPES
         and input.dim() >= 2
-        and _NUMBA
-        and not _functorch_active()
-        and not _is_compiling()
     ):  # the common call: draw, fill the (N, C) gain and shift, one broadcast multiply-add
         n, c = input.shape[0], input.shape[1]
         seed, start = eager_seed(n * c)
