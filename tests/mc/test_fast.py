@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as tF
 
 from dropkit import functional as F
-from dropkit.mc import fast
+from dropkit.mc import fast, replicas
 from tests.stats import assert_binomial, assert_within
 
 
@@ -244,7 +244,7 @@ def test_the_first_layer_of_a_replicated_batch_runs_once(batch_first):
         plain = fast.stacked_rnn(spy, *args)
         assert seen == [k * n, k * n]
         seen.clear()
-        with fast.replicated(k, n):
+        with replicas.replicated(k, n):
             torch.manual_seed(8)
             once = fast.stacked_rnn(spy, *args)
             assert seen == [n, k * n]  # layer 0 on one copy

@@ -35,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as tF
 
+from . import replicas as _replicas
+
 _SIGNATURE = inspect.signature(tF.multi_head_attention_forward)
 
 
@@ -93,17 +95,6 @@ def multi_head_attention(args: tuple, kwargs: dict, dropout, replicas) -> tuple 
     return out, None
 
 
-def _equal_copies(x: torch.Tensor, k: int, n: int) -> bool:
-    """Whether ``x`` (rows along dim 0) holds ``k`` equal sample-major copies of ``n`` rows;
-    one row of the second copy is compared first, so distinct rows are found in O(row)."""
-    if k <= 1 or x.shape[0] != k * n:
-        return False
-    if not torch.equal(x[n], x[0]):
-        return False
-    blocks = x.unflatten(0, (k, n))
-    return torch.equal(blocks, blocks[:1].expand_as(blocks))
-
-
 def self_attention(
     x: torch.Tensor,
     num_heads: int,
@@ -123,7 +114,7 @@ def self_attention(
     dim = embed // heads
     rows = x.transpose(0, 1)  # (N, L, E), batch-major as the module's caller holds it
     copies, n = 1, batch
-    if replicas is not None and _equal_copies(rows, *replicas):
+    if replicas is not None and _replicas.copies(rows, 0, *replicas):
         copies, n = replicas
         rows = rows[:n]
     qkv = tF.linear(rows, in_weight, in_bias)  # (n, L, 3E)

@@ -47,12 +47,9 @@ runs it. The masks come from the Philox stream with seeds drawn from torch's gen
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
 import types
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as tF
@@ -65,6 +62,7 @@ from dropkit.rng import backend as rng_backend
 from dropkit.rng.kernels import cpu_kernels, numba_available
 from dropkit.rng.ops import _NUMBA_KIND, cached_threshold, memory_order, numba_dropout
 
+from . import replicas
 from .attention import multi_head_attention
 
 _SAFE_SOFTMAX = getattr(torch.ops.aten, "_safe_softmax", None)
@@ -203,31 +201,6 @@ def _multi_head_attention_forward():
     return fn
 
 
-#: ``(k, n)`` while :func:`predict` runs a forward on ``k`` sample-major copies of ``n`` rows.
-_REPLICAS: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "dropkit_mc_replicas", default=None
-)
-
-
-@contextlib.contextmanager
-def replicated(k: int, n: int) -> Iterator[None]:
-    """Declare that forwards in the block run on ``k`` sample-major copies of ``n`` rows (a
-    hint: :func:`stacked_rnn` checks the copies before it relies on them)."""
-    token = _REPLICAS.set((k, n) if k > 1 else None)
-    try:
-        yield
-    finally:
-        _REPLICAS.reset(token)
-
-
-def _copies(t: torch.Tensor, dim: int, k: int, n: int) -> bool:
-    """Whether ``t`` holds ``k`` equal sample-major copies of ``n`` rows along ``dim``."""
-    if t.dim() <= dim or t.shape[dim] != k * n:
-        return False
-    blocks = t.unflatten(dim, (k, n))
-    return torch.equal(blocks, blocks.narrow(dim, 0, 1).expand_as(blocks))
-
-
 def _repeat(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     """``k`` copies of ``t`` along ``dim``, laid out in memory as ``t`` is (a ``batch_first``
     RNN output is a time-major buffer seen transposed), so the dropout that follows walks
@@ -264,16 +237,16 @@ def stacked_rnn(func, input, hx, params, has_biases, num_layers, rate, train, bi
     dirs = 2 if bidirectional else 1
     per = len(params) // (num_layers * dirs)
     bdim = 0 if batch_first else 1
-    replicas = _REPLICAS.get()
+    declared = replicas.current()
     x, hs, cs = input, [], []
     for layer in range(num_layers):
         rows = slice(layer * dirs, (layer + 1) * dirs)
         states = [hx[0][rows], hx[1][rows]] if lstm else [hx[rows]]
         weights = params[layer * dirs * per : (layer + 1) * dirs * per]
         copies = 1
-        if layer == 0 and replicas is not None:
-            k, n = replicas
-            if _copies(x, bdim, k, n) and all(_copies(h, 1, k, n) for h in states):
+        if layer == 0 and declared is not None:
+            k, n = declared
+            if replicas.copies(x, bdim, k, n) and all(replicas.copies(h, 1, k, n) for h in states):
                 copies = k
                 x = x.narrow(bdim, 0, n)
                 states = [h.narrow(1, 0, n) for h in states]
@@ -303,7 +276,7 @@ class FastDropout(TorchFunctionMode):
         elif func is tF.scaled_dot_product_attention:
             func = scaled_dot_product_attention
         elif func is tF.multi_head_attention_forward:
-            out = multi_head_attention(args, kwargs or {}, _drop_inplace, _REPLICAS.get())
+            out = multi_head_attention(args, kwargs or {}, _drop_inplace, replicas.current())
             if out is not None:
                 return out
             func = _multi_head_attention_forward()

@@ -15,7 +15,7 @@ from torch import nn
 from dropkit.rng.backend import SEED_BOUND
 
 from .chunking import Chunking
-from .fast import FastDropout, replicated
+from .fast import FastDropout
 from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
@@ -23,6 +23,7 @@ from .ownership import sole_owner
 from .plan import cached_plan
 from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for
 from .probe import no_fast_path
+from .replicas import replicated
 from .result import TASKS, MCResult, combine
 from .sampling import MAX_SAMPLES, Sampler, consistent_supported, splittable, unsupported_message
 from .summary import Accumulator
