@@ -387,6 +387,41 @@ def test_eager_environment_variable_loads_synchronously():
     assert "loader: True twin calls: 1 equal: True" in _run(script, PRELUDE)
 
 
+def test_loader_never_compiles_so_the_callers_warning_filters_stay(tmp_path):
+    """With an empty kernel cache (a fresh install) the loader thread loads nothing and enters
+    no ``warnings.catch_warnings`` (numba's compiler enters it thousands of times per kernel,
+    swapping the process-wide filters under the caller's thread); the kernels compile on their
+    first call, in the caller, and give the reference bits. A second process loads them from
+    the cache on the loader thread; numba's target set-up then imports SciPy (where installed),
+    whose import enters the context once, against thousands for a compile."""
+    body = """
+        import threading, warnings
+        entered = []
+        _enter = warnings.catch_warnings.__enter__
+        def _counting(self):
+            entered.append(threading.current_thread().name)
+            return _enter(self)
+        warnings.catch_warnings.__enter__ = _counting
+        F.dropout(torch.ones(16), 0.5, seed=1)      # starts the load
+        kernels._loader.join()
+        from dropkit.rng import cpu
+        loaded = sum(len(d.overloads) for d in (cpu.masked_scale_f32_at, cpu._masked_scale_serial))
+        in_loader = entered.count("dropkit-numba-load")
+        x = torch.randn(1000)
+        y = F.dropout(x, 0.5, seed=12)
+        print("loaded:", loaded, "loader entered:", in_loader, "equal:",
+              torch.equal(y, reference(x, 12)), "scipy:", "scipy" in sys.modules)
+        """
+    cold = _run(body, PRELUDE, NUMBA_CACHE_DIR=str(tmp_path))
+    assert "loaded: 0 loader entered: 0 equal: True" in cold, cold
+    assert any(tmp_path.rglob("*.nbi"))  # the caller's compile filled the cache
+    warm = _run(body, PRELUDE, NUMBA_CACHE_DIR=str(tmp_path))
+    loaded, entered = (int(warm.split(key)[1].split()[0]) for key in ("loaded:", "entered:"))
+    assert loaded == 2, warm
+    assert entered <= ("scipy: True" in warm), warm
+    assert "equal: True" in warm, warm
+
+
 BROKEN = """
 import sys, torch
 import dropkit.functional as F

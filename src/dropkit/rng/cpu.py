@@ -805,3 +805,41 @@ def normal_kernel(out, seed, offset, stream):
         _gaussian_serial(*args)
     else:
         launch(_gaussian_parallel, _gaussian_serial, *args)
+
+
+def warm_from_cache() -> int:
+    """Load, from numba's on-disk cache, the kernels that small eager calls use first: one
+    call each on four elements, skipping any kernel that would have to compile (it compiles on
+    its first real call instead, on the caller's thread; see
+    :func:`dropkit.rng.jitcache.call_if_cached`). Returns how many were loaded."""
+    from .jitcache import call_if_cached
+
+    loaded = 0
+    x = np.ones(4, dtype=np.float32)
+    loaded += call_if_cached(_masked_scale_serial, x, x, 0, 0, 0, 1 << 31, 2.0)
+    warm_ups = []
+    for dtype, entry, extra in (
+        (np.float32, masked_scale_f32_at, ()),
+        (np.float64, masked_scale_f64_at, ()),
+        (np.uint16, masked_scale_half_at, (True,)),
+        (np.float32, masked_fill_f32_at, ()),
+        (np.float64, masked_fill_f64_at, ()),
+    ):
+        warm_ups.append((dtype, entry, (0, 0, 0, 1 << 31, 2.0, *extra), True))
+    for dtype, entry, value in (
+        (np.float32, scaled_keep_f32_at, 2.0),
+        (np.float64, scaled_keep_f64_at, 2.0),
+        (np.uint16, scaled_keep_u16_at, 1),
+    ):
+        warm_ups.append((dtype, entry, (0, 0, 0, 1 << 31, value), False))
+    for dtype, entry, extra in (
+        (np.float32, gaussian_f32_at, ()),
+        (np.float64, gaussian_f64_at, ()),
+        (np.uint16, gaussian_half_at, (True,)),
+    ):
+        warm_ups.append((dtype, entry, (0, 0, 0, 0.5, *extra), True))
+    for dtype, entry, rest, reads_input in warm_ups:
+        y = np.ones(4, dtype=dtype)
+        head = (y.ctypes.data, y.ctypes.data, 4) if reads_input else (y.ctypes.data, 4)
+        loaded += call_if_cached(entry, *head, *rest)
+    return loaded

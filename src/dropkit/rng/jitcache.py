@@ -81,6 +81,32 @@ def enable_cache(dispatcher: Any) -> str:
     return ""
 
 
+def call_if_cached(dispatcher: Any, *args: Any) -> bool:
+    """Call ``dispatcher(*args)`` only if its compiled code for these argument types is already
+    in memory or in its fresh on-disk cache (so the call loads code, never compiles); return
+    whether it was called.
+
+    For warm-up calls on a background thread: numba's compiler enters
+    ``warnings.catch_warnings()`` thousands of times per kernel, and before Python 3.14 that
+    context swaps the process-wide filter list, so a compile on another thread can undo the
+    filters the main thread sets meanwhile (or leave its own behind). Loading cached code does
+    not touch the filters. Anything this cannot read (a numba whose cache internals differ)
+    counts as "not cached": the kernel then compiles on its first real call, in the caller.
+    """
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if sig not in dispatcher.overloads:
+            cache = dispatcher._cache
+            key = cache._index_key(sig, dispatcher.targetctx.codegen())
+            if key not in cache._cache_file._load_index():
+                return False
+    except Exception:  # numba internals changed: do not guess
+        logger.debug("dropkit: cannot read the numba cache of %r", dispatcher, exc_info=True)
+        return False
+    dispatcher(*args)
+    return True
+
+
 def cached_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit(cache=True, **options)`` that falls back instead of failing (see module)."""
 

@@ -5,13 +5,16 @@ another ~0.3 s; ``triton`` more. They load on the first call that needs them. Av
 answered without importing (``importlib.util.find_spec``).
 
 **Background load of the CPU kernels.** The first time :func:`cpu_kernels` is called, a
-(non-daemon) thread imports :mod:`dropkit.rng.cpu` and runs one tiny kernel, so that numba's
-import, its target initialisation and the load of a cached kernel all happen off the caller's
-path. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the same nine
-kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy twins of
-:mod:`dropkit.rng.cpu_numpy` (the same bits; only the NaN that an add of two NaNs returns is
-left open, as by IEEE), larger calls wait for the load and run numba. Once
-loaded, :func:`cpu_kernels` returns the numba module itself (one global check per call).
+(non-daemon) thread imports :mod:`dropkit.rng.cpu` and loads its cached small-call kernels, so
+that numba's import, its target initialisation and the cache loads happen off the caller's
+path. The thread never compiles: numba's compiler swaps the process-wide warning filters
+thousands of times per kernel (``warnings.catch_warnings``), which would undo the filters the
+caller's thread sets meanwhile; an uncached kernel (a fresh install) compiles on its first call,
+in the caller. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the
+same nine kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy
+twins of :mod:`dropkit.rng.cpu_numpy` (the same bits; only the NaN that an add of two NaNs
+returns is left open, as by IEEE), larger calls wait for the load and run numba. Once loaded,
+:func:`cpu_kernels` returns the numba module itself (one global check per call).
 
 * **Fork:** a fork hook joins a running loader first, so a child never inherits a half-done
   import (``multiprocessing``'s fork start, DataLoader workers).
@@ -92,45 +95,15 @@ def _cpu_kernels_slow() -> Any:
 
 
 def _load() -> None:
-    """Import :mod:`dropkit.rng.cpu` and run one tiny kernel (numba's CPU target is built, and
-    the cached float32 kernel loaded, by the first call)."""
+    """Import :mod:`dropkit.rng.cpu` and load its small-call kernels from numba's cache
+    (:func:`dropkit.rng.cpu.warm_from_cache`; the first also builds numba's CPU target). A
+    kernel that is not cached is left to compile on its first call, in the caller's thread."""
     global _cpu, _error
     try:
-        import numpy as np
-
         from . import cpu
 
         if cpu.AVAILABLE:
-            x = np.ones(4, dtype=np.float32)
-            cpu.masked_scale_kernel(x, x, 0, 0, 0, 1 << 31, 2.0)
-            # the by-address entries of small eager calls (see dropkit.rng.cpu)
-            for dtype, entry, extra in (
-                (np.float32, cpu.masked_scale_f32_at, ()),
-                (np.float64, cpu.masked_scale_f64_at, ()),
-                (np.uint16, cpu.masked_scale_half_at, (True,)),
-            ):
-                y = np.ones(4, dtype=dtype)
-                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0, *extra)
-            for dtype, entry in (
-                (np.float32, cpu.masked_fill_f32_at),
-                (np.float64, cpu.masked_fill_f64_at),
-            ):
-                y = np.ones(4, dtype=dtype)
-                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 1 << 31, 2.0)
-            for dtype, entry, value in (
-                (np.float32, cpu.scaled_keep_f32_at, 2.0),
-                (np.float64, cpu.scaled_keep_f64_at, 2.0),
-                (np.uint16, cpu.scaled_keep_u16_at, 1),
-            ):
-                y = np.ones(4, dtype=dtype)
-                entry(y.ctypes.data, 4, 0, 0, 0, 1 << 31, value)
-            for dtype, entry, extra in (
-                (np.float32, cpu.gaussian_f32_at, ()),
-                (np.float64, cpu.gaussian_f64_at, ()),
-                (np.uint16, cpu.gaussian_half_at, (True,)),
-            ):
-                y = np.ones(4, dtype=dtype)
-                entry(y.ctypes.data, y.ctypes.data, 4, 0, 0, 0, 0.5, *extra)
+            cpu.warm_from_cache()
         _cpu = cpu
     except BaseException as exc:  # reported to the next caller, see _wait
         _error = exc
