@@ -10,11 +10,19 @@ those ops with dropkit's counter-based Philox masks: for MC sample ``t`` the mas
 :func:`dropkit.mc.sample_seed` ``(seed, 2^20 + j, t)`` at stream positions from
 ``c * 2^40``, shared along the batch dim (dim 1 inside RNNs, which run time-major, else
 dim 0). So every input, batch, call and strategy sees the same T masks, as for dropkit modules.
+
+Stochastic depth written as Hugging Face writes it (``floor(keep + torch.rand((N, 1, ..., 1)))``
+in BEiT, Swin, ConvNeXt, ...) draws one uniform per sample with ``aten.rand``: that draw is
+answered with one uniform per MC sample ``t``, shared by every input, from the same key and
+position: ``u = (w >> (32 - m)) 2^-m`` for the Philox word ``w`` and ``m`` the precision of the
+requested dtype (24 bits for float32, at most 32), so ``u < 1`` exactly in that dtype. A
+``rand`` of any other shape (noise, LayerDrop's one draw per forward) raises, naming the module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dropkit import functional as F
+from dropkit.rng import random_words
 
 from .modes import is_dropkit_dropout
 from .probe import ModuleStack
@@ -53,26 +62,50 @@ class _Consistent(TorchDispatchMode):
             self._seeds[j, t] = sample_seed(self.sampler.seed, INTERNAL_BASE + j, t)
         return self._seeds[j, t]
 
-    def _keep(self, like: torch.Tensor, p: float, op: str) -> torch.Tensor:
+    def _slot(self, shape: tuple[int, ...], op: str) -> tuple[int, int, int]:
+        """``(module index, call, batch dim)`` of a random op of ``shape`` issued by the
+        innermost module, checking that the replicated batch is in that dim."""
         name, module = self.stack.stack[-1]
         if self._ts is not self.sampler.ts:  # a new model call: call counters restart
             self._ts, self._calls = self.sampler.ts, {}
         call = self._calls.get(name, 0)
         self._calls[name] = call + 1
-        dim = 1 if isinstance(module, nn.RNNBase) and like.dim() > 1 else 0
+        dim = 1 if isinstance(module, nn.RNNBase) and len(shape) > 1 else 0
         ts = self.sampler.ts
         self.rows = getattr(self.sampler, "rows", self.rows)
-        if like.dim() == 0 or like.shape[dim] != len(ts) * self.rows:
+        if len(shape) == 0 or shape[dim] != len(ts) * self.rows:
             raise ValueError(
                 f"consistent=True: {op} in module {name or '<root>'!r} "
-                f"({type(module).__name__}) got shape {tuple(like.shape)}, without the "
+                f"({type(module).__name__}) got shape {tuple(shape)}, without the "
                 f"{len(ts)} x {self.rows} rows of the batch in dim {dim}; use consistent=False"
             )
+        return self.index[name], call, dim
+
+    def _uniform(self, shape: tuple[int, ...], dtype: torch.dtype, device, op: str):
+        """One uniform in [0, 1) per MC sample for a per-sample ``rand((T N, 1, ..., 1))``."""
+        j, call, _ = self._slot(shape, op)
+        if any(size != 1 for size in shape[1:]):
+            name, module = self.stack.stack[-1]
+            raise ValueError(
+                f"consistent=True: {op} in module {name or '<root>'!r} "
+                f"({type(module).__name__}) draws shape {tuple(shape)}; only one uniform per "
+                "sample, shape (N, 1, ..., 1) (stochastic depth), can be shared across "
+                "inputs; use consistent=False"
+            )
+        bits = min(32, 1 - int(math.log2(torch.finfo(dtype).eps)))  # significand bits
+        words = [int(random_words(self._seed(j, t), call * CALL_STRIDE, 1)[0]) for t in self._ts]
+        values = torch.tensor([w >> (32 - bits) for w in words], dtype=torch.float64) / 2**bits
+        values = values.to(dtype).repeat_interleave(self.rows).reshape(shape)
+        return values if device is None else values.to(device)
+
+    def _keep(self, like: torch.Tensor, p: float, op: str) -> torch.Tensor:
+        j, call, dim = self._slot(tuple(like.shape), op)
+        ts = self.sampler.ts
         shape = list(like.shape)
         shape[dim] = 1
         masks = [
             F.bernoulli_mask(
-                shape, p, device=like.device, seed=self._seed(self.index[name], t),
+                shape, p, device=like.device, seed=self._seed(j, t),
                 offset=call * CALL_STRIDE,
             ).expand(*like.shape[:dim], self.rows, *like.shape[dim + 1 :])
             for t in ts
@@ -92,6 +125,10 @@ class _Consistent(TorchDispatchMode):
                 keep = self._keep(x, p, str(func))
                 scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
                 return torch.where(keep, x * scale, torch.zeros_like(x)), keep
+            if func is torch.ops.aten.rand.default:
+                size = tuple(args[0] if args else kwargs["size"])
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                return self._uniform(size, dtype, kwargs.get("device"), str(func))
         return func(*args, **kwargs)
 
 

@@ -160,7 +160,8 @@ def predict(
     (loop, batched and prefix agree to rounding, whatever the chunking). A module called c
     times in one forward uses stream positions from ``c * 2^40``. torch's own dropout
     (modules, ``F.dropout*``, SDPA, MHA, RNN) is answered with the same kind of masks
-    (:mod:`dropkit.mc.intercept`); other random ops raise, naming the module and the op.
+    (:mod:`dropkit.mc.intercept`), and so is the per-sample ``torch.rand((N, 1, ..., 1))`` of
+    Hugging Face's stochastic depth; other random ops raise, naming the module and the op.
 
     Args:
         model: a module returning logits ``(N, C, ...)`` (classification; classes in dim 1) or
@@ -290,7 +291,8 @@ def predict(
     return combine(parts, task, name, tau=tau, targets=y, sampled=session.plan.sampled)
 
 
-_CONTROLLED = ("aten.bernoulli_.float", "aten.native_dropout.default")
+# rand: only a per-sample draw (stochastic depth), checked when it is answered (mc.intercept)
+_CONTROLLED = ("aten.bernoulli_.float", "aten.native_dropout.default", "aten.rand.default")
 
 
 def _check_consistent(model: nn.Module, calls) -> None:
