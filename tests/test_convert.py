@@ -346,6 +346,35 @@ def test_real_timm_drop_path_and_torchvision_stochastic_depth() -> None:
 # ---------------------------------------------------------------- what the forward really runs
 
 
+def test_hugging_face_drop_path_classes_become_dropkit_drop_path() -> None:
+    hf = pytest.importorskip("transformers", reason="transformers not installed ([hf])")
+    cfg = hf.BeitConfig(
+        image_size=8, patch_size=4, num_channels=3, hidden_size=8, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=16, num_labels=3, drop_path_rate=0.4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = hf.BeitForImageClassification._from_config(cfg).eval()
+    reference = copy.deepcopy(model)
+    converted, report = convert(model)
+    # rates linspace(0, 0.4, layers): BEiT builds the drop path of its second layer only
+    assert report.counts["transformers.models.beit.modeling_beit.BeitDropPath"] == 1
+    paths = [m for m in converted.modules() if isinstance(m, dkn.DropPath)]
+    assert [m.p for m in paths] == [pytest.approx(0.4)]
+    assert all((m.mode, m.scale_by_keep, m.training) == ("row", True, False) for m in paths)
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(
+        converted(pixel_values=x).logits, reference(pixel_values=x).logits, rtol=0, atol=0
+    )
+    # in training, each sample is dropped (zeros) or kept and rescaled by 1 / (1 - p)
+    layer = paths[0].train()
+    h = torch.randn(2000, 5)
+    y = layer(h)
+    kept = (y != 0).all(1)
+    assert bool((y[~kept] == 0).all())
+    assert torch.equal(y[kept], h[kept] * torch.tensor(1 / (1 - layer.p)))
+    assert_binomial(int(kept.sum()), 2000, 1 - layer.p, "samples kept")
+
+
 def test_without_example_inputs_the_report_says_not_probed() -> None:
     _model, report = convert(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
     assert (report.probed, report.called, report.read_by_parent, report.not_called) == (

@@ -1,5 +1,5 @@
-"""Replace a model's torch / timm / torchvision dropout modules with their dropkit equivalents,
-and report what the model really runs.
+"""Replace a model's torch / timm / torchvision / Hugging Face dropout modules with their dropkit
+equivalents, and report what the model really runs.
 
 One walk over the module tree; each known module is rebuilt as a :mod:`dropkit.nn` module with
 the same rate, ``inplace``, mode and train/eval flag. Modules that look like dropout but cannot
@@ -156,6 +156,16 @@ def _builder(module: nn.Module) -> Callable[[float | None], nn.Module] | None:
             module.drop_prob if p is None else p,
             mode="row",  # timm draws one Bernoulli per sample
             scale_by_keep=getattr(module, "scale_by_keep", True),
+        )
+    if (
+        cls.__name__.endswith("DropPath")
+        and cls.__module__.startswith("transformers.models.")
+        and isinstance(getattr(module, "drop_prob", None), float | int)
+    ):
+        # Hugging Face's per-model copies (BeitDropPath, SwinDropPath, ...): all compute
+        # x / keep * floor(keep + rand((N, 1, ..., 1))), one draw per sample, rescaled.
+        return lambda p: dkn.DropPath(
+            float(module.drop_prob) if p is None else p, mode="row", scale_by_keep=True
         )
     if cls.__name__ == "StochasticDepth" and cls.__module__.split(".")[0] == "torchvision":
         # torchvision always rescales kept samples by 1/(1-p) (and gives zeros at p = 1).
@@ -325,6 +335,9 @@ def convert(
     * ``torch.nn.Dropout``, ``Dropout1d``, ``Dropout2d``, ``Dropout3d``, ``AlphaDropout``,
       ``FeatureAlphaDropout`` -> the :mod:`dropkit.nn` class of the same name (``p``, ``inplace``);
     * timm's ``DropPath(drop_prob, scale_by_keep)`` -> ``DropPath(p, "row", scale_by_keep)``;
+    * Hugging Face's per-model ``*DropPath(drop_prob)`` (``transformers.models.*``: BEiT, Swin,
+      ConvNeXt, DINOv2, ...; ``x / q * floor(q + rand((N, 1, ..., 1)))``) ->
+      ``DropPath(p, "row")``;
     * torchvision's ``StochasticDepth(p, mode)`` -> ``DropPath(p, mode)`` (it always rescales
       by ``1/(1-p)``).
 
