@@ -8,8 +8,10 @@ inter-layer dropout of ``nn.RNN/LSTM/GRU`` (cuDNN off) all draw their mask with 
 those ops with dropkit's counter-based Philox masks: for MC sample ``t`` the mask of the
 ``c``-th call of the module at position ``j`` of ``named_modules()`` comes from key
 :func:`dropkit.mc.sample_seed` ``(seed, 2^20 + j, t)`` at stream positions from
-``c * 2^40``, shared along the batch dim (dim 1 inside RNNs, which run time-major, else
-dim 0). So every input, batch, call and strategy sees the same T masks, as for dropkit modules.
+``c * 2^40``, shared along the batch dim: dim 1 inside RNNs (time-major) and in the dropout
+modules of a sequence-first ``nn.TransformerEncoderLayer`` / ``DecoderLayer``, the batch
+part of ``nn.MultiheadAttention``'s ``(N * heads, L, S)`` weights, else dim 0. So every input,
+batch, call and strategy sees the same T masks, as for dropkit modules.
 
 Stochastic depth written as Hugging Face writes it (``floor(keep + torch.rand((N, 1, ..., 1)))``
 in BEiT, Swin, ConvNeXt, ...) draws one uniform per sample with ``aten.rand``: that draw is
@@ -62,29 +64,56 @@ class _Consistent(TorchDispatchMode):
             self._seeds[j, t] = sample_seed(self.sampler.seed, INTERNAL_BASE + j, t)
         return self._seeds[j, t]
 
-    def _slot(self, shape: tuple[int, ...], op: str) -> tuple[int, int, int]:
-        """``(module index, call, batch dim)`` of a random op of ``shape`` issued by the
-        innermost module, checking that the replicated batch is in that dim."""
+    def _layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """How the innermost module lays out the batch in a random op of ``shape``: the shape
+        to view the tensor as, and the dim of that view holding the replicated batch.
+
+        Only layouts torch's own modules fix are used (never a guess from sizes): RNNs run
+        time-major (dim 1); ``nn.MultiheadAttention`` drops its weights as
+        ``(N * heads, L, S)``, batch-major; the dropout modules of a sequence-first
+        ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` see ``(L, N, E)``."""
+        stack = self.stack.stack
+        module = stack[-1][1]
+        expected = len(self.sampler.ts) * self.rows
+        if isinstance(module, nn.RNNBase) and len(shape) > 1:
+            return shape, 1
+        if isinstance(module, nn.MultiheadAttention) and len(shape) == 3:
+            heads = module.num_heads
+            if shape[0] == expected * heads:
+                return (expected, heads, *shape[1:]), 0
+        parent = stack[-2][1] if len(stack) > 1 else None
+        if (
+            isinstance(module, nn.modules.dropout._DropoutNd)
+            and isinstance(parent, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer)
+            and not parent.self_attn.batch_first  # the layer keeps its layout only there
+            and len(shape) == 3
+        ):
+            return shape, 1
+        return shape, 0
+
+    def _slot(self, shape: tuple[int, ...], op: str) -> tuple[int, int, tuple[int, ...], int]:
+        """``(module index, call, view, batch dim)`` of a random op of ``shape`` issued by the
+        innermost module (:meth:`_layout`), checking that the replicated batch is there."""
         name, module = self.stack.stack[-1]
         if self._ts is not self.sampler.ts:  # a new model call: call counters restart
             self._ts, self._calls = self.sampler.ts, {}
         call = self._calls.get(name, 0)
         self._calls[name] = call + 1
-        dim = 1 if isinstance(module, nn.RNNBase) and len(shape) > 1 else 0
         ts = self.sampler.ts
         self.rows = getattr(self.sampler, "rows", self.rows)
-        if len(shape) == 0 or shape[dim] != len(ts) * self.rows:
+        view, dim = self._layout(shape)
+        if len(view) == 0 or view[dim] != len(ts) * self.rows:
             raise ValueError(
                 f"consistent=True: {op} in module {name or '<root>'!r} "
                 f"({type(module).__name__}) got shape {tuple(shape)}, without the "
                 f"{len(ts)} x {self.rows} rows of the batch in dim {dim}; use consistent=False"
             )
-        return self.index[name], call, dim
+        return self.index[name], call, view, dim
 
     def _uniform(self, shape: tuple[int, ...], dtype: torch.dtype, device, op: str):
         """One uniform in [0, 1) per MC sample for a per-sample ``rand((T N, 1, ..., 1))``."""
-        j, call, _ = self._slot(shape, op)
-        if any(size != 1 for size in shape[1:]):
+        j, call, _, dim = self._slot(shape, op)
+        if dim != 0 or any(size != 1 for size in shape[1:]):
             name, module = self.stack.stack[-1]
             raise ValueError(
                 f"consistent=True: {op} in module {name or '<root>'!r} "
@@ -99,18 +128,18 @@ class _Consistent(TorchDispatchMode):
         return values if device is None else values.to(device)
 
     def _keep(self, like: torch.Tensor, p: float, op: str) -> torch.Tensor:
-        j, call, dim = self._slot(tuple(like.shape), op)
+        j, call, view, dim = self._slot(tuple(like.shape), op)
         ts = self.sampler.ts
-        shape = list(like.shape)
+        shape = list(view)
         shape[dim] = 1
         masks = [
             F.bernoulli_mask(
                 shape, p, device=like.device, seed=self._seed(j, t),
                 offset=call * CALL_STRIDE,
-            ).expand(*like.shape[:dim], self.rows, *like.shape[dim + 1 :])
+            ).expand(*view[:dim], self.rows, *view[dim + 1 :])
             for t in ts
         ]  # fmt: skip
-        return torch.cat(masks, dim)
+        return torch.cat(masks, dim).reshape(like.shape)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
