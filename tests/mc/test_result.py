@@ -107,3 +107,22 @@ def test_predict_regression_end_to_end():
 def test_classification_needs_a_class_dim():
     with pytest.raises(ValueError, match="regression"):
         summarize(torch.randn(3, 4), "classification", "loop")
+
+
+def test_repr_is_one_line_with_shapes_and_headline_numbers():
+    torch.manual_seed(0)
+    probs = torch.randn(50, 1000, 10)
+    result = summarize(probs, "classification", "batched")
+    text = repr(result)
+    assert "\n" not in text
+    assert len(text) < 300  # no tensor dumps, whatever N and T
+    assert text.startswith("MCResult(classification, T=50, N=1000, samples=(50, 1000, 10)")
+    mi = result.mutual_information
+    assert f"mutual_information mean={mi.mean():.4g} max={mi.max():.4g}" in text
+    assert "strategy='batched'" in text
+    regression = summarize(torch.randn(4, 3, 2), "regression", "loop", tau=2.0,
+                           targets=torch.zeros(3, 2))  # fmt: skip
+    text = repr(regression)
+    assert "regression, T=4, N=3" in text
+    assert f"variance mean={regression.variance.mean():.4g}" in text
+    assert f"log_likelihood={float(regression.log_likelihood):.4g}" in text

@@ -17,7 +17,7 @@ from .summary import Accumulator
 TASKS = ("classification", "regression")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MCResult:
     r"""The T samples of :func:`dropkit.mc.predict` and their summaries.
 
@@ -68,6 +68,26 @@ class MCResult:
     def num_samples(self) -> int:
         """T."""
         return self.samples.shape[0] if self.samples is not None else self.count
+
+    def __repr__(self) -> str:
+        """One line: what ran and the shapes, with the headline summaries as numbers (the
+        tensors themselves are attributes; printing them all would bury the result)."""
+        n = self.mean.shape[0] if self.mean.dim() else 1
+        parts = [self.task, f"T={self.num_samples}", f"N={n}"]
+        if self.samples is not None:
+            parts.append(f"samples={tuple(self.samples.shape)}")
+        parts.append(f"mean/variance={tuple(self.mean.shape)}")
+        if self.mutual_information is not None and self.mutual_information.numel():
+            mi = self.mutual_information.float()
+            parts.append(f"mutual_information mean={mi.mean():.4g} max={mi.max():.4g}")
+        elif self.variance.numel():
+            parts.append(f"variance mean={self.variance.float().mean():.4g}")
+        if self.log_likelihood is not None:
+            parts.append(f"log_likelihood={float(self.log_likelihood):.4g}")
+        modules = len({module for module, _ in self.sampled})
+        parts.append(f"strategy={self.strategy!r}")
+        parts.append(f"sampled={len(self.sampled)} ops in {modules} modules")
+        return f"MCResult({', '.join(parts)})"
 
 
 def _check_targets(targets: torch.Tensor, shape: tuple, what: str) -> None:
