@@ -209,6 +209,27 @@ def test_module_repr_and_isinstance_match_torch(p):
     ours.load_state_dict(state)
 
 
+TORCH_TWINS = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+               "FeatureAlphaDropout"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TORCH_TWINS)
+def test_module_forward_signature_matches_torch(name):
+    """``layer(input=x)`` works as on torch's module (the parameter is named ``input``)."""
+    import inspect
+
+    ours, theirs = getattr(dkn, name), getattr(torch.nn, name)
+    assert list(inspect.signature(ours.forward).parameters) == list(
+        inspect.signature(theirs.forward).parameters
+    )
+    x = torch.randn({"Dropout1d": (2, 3, 4), "Dropout3d": (2, 3, 4, 4, 4)}.get(name, (2, 3, 4, 4)))
+    layer = ours(0.5).train()
+    torch.manual_seed(3)
+    by_keyword = layer(input=x)
+    torch.manual_seed(3)
+    assert torch.equal(by_keyword, layer(x))
+
+
 def test_torchscript_raises_a_clear_error():
     """torch.jit.script on a model holding a dropkit module says TorchScript is unsupported."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), dkn.Dropout(0.3))

@@ -17,13 +17,13 @@ class AlphaDropout(DropoutModule, torch.nn.AlphaDropout):
     :math:`\alpha' = -\lambda\alpha`, :math:`a = (q(1 + p\alpha'^2))^{-1/2}`,
     :math:`b = -ap\alpha'`; eval :math:`y = x`. Shape: any."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.alpha_dropout(x, self.p, self.training, self.inplace)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.alpha_dropout(input, self.p, self.training, self.inplace)
 
 
 class FeatureAlphaDropout(DropoutModule, torch.nn.FeatureAlphaDropout):
     r"""Alpha dropout with a mask per (sample, channel), ``(N, C, 1, ..., 1)``; input
     ``(N, C, *)``. Same formula as :class:`AlphaDropout`; the output keeps the input's strides."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.feature_alpha_dropout(x, self.p, self.training, self.inplace)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)

@@ -22,8 +22,8 @@ class Dropout1d(DropoutModule, torch.nn.Dropout1d):
     Shape: ``(N, C, L)``; output the same, with the input's strides.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channel_forward(self, x, 1, F.dropout1d)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _channel_forward(self, input, 1, F.dropout1d)
 
 
 class Dropout2d(DropoutModule, torch.nn.Dropout2d):
@@ -39,8 +39,8 @@ class Dropout2d(DropoutModule, torch.nn.Dropout2d):
         Dropout2d(p=0.2, inplace=False)
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channel_forward(self, x, 2, F.dropout2d)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _channel_forward(self, input, 2, F.dropout2d)
 
 
 class Dropout3d(DropoutModule, torch.nn.Dropout3d):
@@ -50,8 +50,8 @@ class Dropout3d(DropoutModule, torch.nn.Dropout3d):
     Shape: ``(N, C, D, H, W)``; output the same, ``channels_last_3d`` kept.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channel_forward(self, x, 3, F.dropout3d)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _channel_forward(self, input, 3, F.dropout3d)
 
 
 def _channel_forward(module: DropoutModule, x: torch.Tensor, spatial: int, op) -> torch.Tensor:

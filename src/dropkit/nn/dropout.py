@@ -40,9 +40,9 @@ class Dropout(DropoutModule, torch.nn.Dropout):
         self.inverted = bool(inverted)
         self.broadcast_dims = tuple(broadcast_dims)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.dropout(
-            x,
+            input,
             self.p,
             self.training,
             inplace=self.inplace,
