@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
+import dropkit.functional as DF
 import dropkit.nn as dkn
 
 # name -> (factory(p, inplace), input shape); the shapes are valid for the module's layout.
@@ -169,10 +170,11 @@ def test_inplace_in_eval(name):
 @pytest.mark.parametrize(
     ("module", "shape", "layout"),
     [
-        (dkn.Dropout1d(), (4, 5), "(N, C, L)"),
+        (dkn.Dropout1d(), (5,), "(N, C, L)"),
+        (dkn.Dropout1d(), (2, 3, 4, 5), "(N, C, L)"),
         (dkn.Dropout2d(), (4, 5, 6), "(N, C, H, W)"),
         (dkn.Dropout2d(), (2, 3, 4, 5, 6), "(N, C, H, W)"),
-        (dkn.Dropout3d(), (2, 3, 4, 5), "(N, C, D, H, W)"),
+        (dkn.Dropout3d(), (3, 4, 5), "(N, C, D, H, W)"),
         (dkn.LockedDropout(), (4, 5), "(T, N, H)"),
         (dkn.LockedDropout(), (2, 3, 4, 5), "(T, N, H)"),
         (dkn.LockedDropout(batch_first=True), (4, 5), "(N, T, H)"),
@@ -186,6 +188,29 @@ def test_wrong_rank_names_the_layout(module, shape, layout, training):
     module.train(training)
     with pytest.raises(ValueError, match=re.escape(layout)):
         module(torch.ones(shape))
+
+
+@pytest.mark.parametrize(("name", "shape"), [("dropout1d", (6, 5)), ("dropout3d", (6, 2, 3, 4))])
+def test_unbatched_input_is_one_sample_as_in_torch(name, shape):
+    """torch documents (C, L) / (C, D, H, W) as one unbatched sample: the mask is that of the
+    batched call on x[None] (one value per channel), in and out of place, gradient included."""
+    op = getattr(DF, name)
+    x = torch.randn(shape, requires_grad=True)
+    y = op(x, 0.5, seed=4)
+    assert y.shape == x.shape
+    assert torch.equal(y, op(x[None], 0.5, seed=4)[0])
+    assert torch.equal(y, torch.where(y != 0, x * 2, 0))  # kept values rescaled by 1/q
+    assert bool((y.flatten(1) != 0).all(1).logical_or((y.flatten(1) == 0).all(1)).all())
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(g, (y != 0).to(g.dtype) * 2)
+    z = x.detach().clone()
+    assert op(z, 0.5, inplace=True, seed=4) is z
+    assert torch.equal(z, y)
+    module = getattr(dkn, name.replace("dropout", "Dropout"))(0.5)
+    torch.manual_seed(0)
+    a = module(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, module(x[None])[0])
 
 
 @ALL

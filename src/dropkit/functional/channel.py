@@ -1,8 +1,10 @@
 """Channel ("spatial") dropout: one Bernoulli draw per (sample, channel).
 
 Tompson et al. 2015, "Efficient Object Localization Using Convolutional Networks"
-(arXiv:1411.4280). Inputs are channels-first and batched; the rank is checked strictly (unlike
-``torch.nn.functional.dropout2d``, a 3-D input is never reinterpreted as 1-D dropout).
+(arXiv:1411.4280). Inputs are channels-first; the rank is checked strictly. As in torch, an
+unbatched ``(C, L)`` / ``(C, D, H, W)`` is one sample for ``dropout1d`` / ``dropout3d``; unlike
+``torch.nn.functional.dropout2d``, a 3-D input to ``dropout2d`` is an error, never silently
+reinterpreted as 1-D dropout.
 
 The mask has ``N * C`` values drawn from the Philox stream (mask element ``n * C + c`` takes
 position ``offset + n * C + c``) and the output is one broadcast multiply ``x * m``, so the
@@ -26,12 +28,22 @@ def _channel_dropout(
 ) -> torch.Tensor:
     owner = f"dropout{spatial}d"
     check_input(x, owner)
-    check_rank(x, 2 + spatial, _LAYOUTS[spatial], owner)
+    # torch documents an unbatched (C, L) for dropout1d and (C, D, H, W) for dropout3d; a 3-D
+    # input to dropout2d is ambiguous (torch itself warns), so it stays an error here
+    unbatched = spatial != 2 and x.dim() == 1 + spatial
+    if not unbatched:
+        check_rank(x, 2 + spatial, _LAYOUTS[spatial], owner)
     p = check_p(p, owner)
     if not training or p == 0.0:  # torch returns the input itself here
         return x
     check_input(x, owner, inplace=inplace)
-    return shared_mask_dropout(x, p, _DIMS[spatial], scale=keep_scale(p), inplace=inplace, **rng)
+    batched = x.unsqueeze(0) if unbatched else x  # a view: in place writes reach x
+    out = shared_mask_dropout(
+        batched, p, _DIMS[spatial], scale=keep_scale(p), inplace=inplace, **rng
+    )
+    if not unbatched:
+        return out
+    return x if inplace else out.squeeze(0)
 
 
 def dropout1d(
@@ -45,9 +57,9 @@ def dropout1d(
     backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Channel dropout for sequences ``(N, C, L)``: train :math:`y = m_{nc}\,x / q` with
-    :math:`m \sim \mathrm{Bernoulli}(q)` of shape ``(N, C, 1)``, :math:`q = 1 - p`; eval (or
-    ``p = 0``) returns ``input`` itself (Tompson et al. 2015).
+    r"""Channel dropout for sequences ``(N, C, L)`` (or one unbatched ``(C, L)``): train
+    :math:`y = m_{nc}\,x / q` with :math:`m \sim \mathrm{Bernoulli}(q)` of shape ``(N, C, 1)``,
+    :math:`q = 1 - p`; eval (or ``p = 0``) returns ``input`` itself (Tompson et al. 2015).
 
     Same positional form as ``torch.nn.functional.dropout1d`` plus dropkit's keyword-only
     ``seed``, ``offset``, ``backend`` and ``generator`` (see :func:`dropkit.functional.dropout`).
@@ -98,8 +110,9 @@ def dropout3d(
     backend: str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Channel dropout for volumes ``(N, C, D, H, W)``: train :math:`y = m_{nc}\,x / q` with
-    :math:`m` of shape ``(N, C, 1, 1, 1)``; eval (or ``p = 0``) returns ``input`` itself
-    (Tompson et al. 2015). Torch's positional form plus dropkit's keyword-only RNG arguments."""
+    r"""Channel dropout for volumes ``(N, C, D, H, W)`` (or one unbatched ``(C, D, H, W)``):
+    train :math:`y = m_{nc}\,x / q` with :math:`m` of shape ``(N, C, 1, 1, 1)``; eval (or
+    ``p = 0``) returns ``input`` itself (Tompson et al. 2015). Torch's positional form plus
+    dropkit's keyword-only RNG arguments."""
     rng = dict(seed=seed, offset=offset, backend=backend, generator=generator)
     return _channel_dropout(input, p, training, inplace, rng, 3)

@@ -16,10 +16,10 @@ from .base import DropoutModule
 
 class Dropout1d(DropoutModule, torch.nn.Dropout1d):
     r"""Channel dropout for ``(N, C, L)``: one Bernoulli per (sample, channel), mask
-    ``(N, C, 1)``; train :math:`y = m\,x / q`, eval :math:`y = x`. Other ranks raise
-    ``ValueError`` (no unbatched guessing).
+    ``(N, C, 1)``; train :math:`y = m\,x / q`, eval :math:`y = x`. An unbatched ``(C, L)`` is
+    one sample, as in torch; other ranks raise ``ValueError``.
 
-    Shape: ``(N, C, L)``; output the same, with the input's strides.
+    Shape: ``(N, C, L)`` or ``(C, L)``; output the same, with the input's strides.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,8 @@ class Dropout3d(DropoutModule, torch.nn.Dropout3d):
     r"""Channel dropout for ``(N, C, D, H, W)``: mask ``(N, C, 1, 1, 1)``; train
     :math:`y = m\,x / q`, eval :math:`y = x`.
 
-    Shape: ``(N, C, D, H, W)``; output the same, ``channels_last_3d`` kept.
+    Shape: ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)`` (as in torch); output the same,
+    ``channels_last_3d`` kept.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
