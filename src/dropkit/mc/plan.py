@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import layout
 from .modes import drop_rate, has_running_stats, is_dropout_module
 from .probe import Call, record
 
@@ -45,11 +46,14 @@ class SamplingPlan:
         train: paths of the modules put in train mode (issuers, and parents that gate them).
         stochastic: paths of the modules whose forward runs a stochastic call (the issuers and
             every ancestor); the prefix strategy never caches them.
+        layouts: per sequence module (:mod:`.layout`), the batch sizes its calls got in the MC
+            probe forward (one copy of the batch), checked on replicated forwards.
     """
 
     calls: tuple[Call, ...]
     train: tuple[str, ...]
     stochastic: frozenset[str]
+    layouts: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def sampled(self) -> tuple[tuple[str, str], ...]:
@@ -96,7 +100,8 @@ def plan_sampling(model: nn.Module, forward: Callable[[], object]) -> SamplingPl
         train = {c.module for c in wanted}
         for _ in range(len(flags) + 1):
             _set_flags(model, train)
-            calls = record(model, forward)
+            with layout.record(model) as sizes:
+                calls = record(model, forward)
             missing = want - Counter((c.module, c.op) for c in calls)
             if not missing:
                 break
@@ -119,7 +124,8 @@ def plan_sampling(model: nn.Module, forward: Callable[[], object]) -> SamplingPl
                     "it cannot be sampled without putting BatchNorm-like layers in train mode"
                 )
         stochastic = {a for c in calls for a in [c.module, *_ancestors(c.module)]}
-        return SamplingPlan(tuple(calls), tuple(sorted(train)), frozenset(stochastic))
+        layouts = tuple((name, tuple(seen)) for name, seen in sizes.items())
+        return SamplingPlan(tuple(calls), tuple(sorted(train)), frozenset(stochastic), layouts)
     finally:
         for m, flag in flags:
             m.training = flag
@@ -155,10 +161,13 @@ def model_state(model: nn.Module) -> tuple:
     return tuple((name, _module_state(m)) for name, m in model.named_modules())
 
 
-def cached_plan(model: nn.Module, forward: Callable[[], object], inputs: Hashable) -> SamplingPlan:
-    """:func:`plan_sampling`, reused while ``model_state(model)``, the grad mode and ``inputs``
-    (the input's structure) are those of the call that made it."""
-    key = (inputs, torch.is_grad_enabled(), model_state(model))
+def cached_plan(
+    model: nn.Module, forward: Callable[[], object], inputs: Hashable, rows: int | None = None
+) -> SamplingPlan:
+    """:func:`plan_sampling`, reused while ``model_state(model)``, the grad mode, ``inputs``
+    (the input's structure) and ``rows`` are those of the call that made it. Pass the batch
+    size as ``rows`` when the plan's ``layouts`` (batch sizes of one copy) will be checked."""
+    key = (inputs, rows, torch.is_grad_enabled(), model_state(model))
     held = _PLANS.get(model)
     if held is not None and held[0] == key:
         return held[1]

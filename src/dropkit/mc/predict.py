@@ -14,6 +14,7 @@ from torch import nn
 
 from dropkit.rng.backend import SEED_BOUND
 
+from . import layout
 from .chunking import Chunking
 from .fast import FastDropout
 from .intercept import consistent_ops
@@ -80,19 +81,25 @@ def _chunks(samples: int, size: int) -> list[range]:
     return [range(t, min(t + size, samples)) for t in range(0, samples, size)]
 
 
-def _run(model, batch: Batch, samples, chunking, strategy, plan, sampler, pick, sink) -> None:
-    """Run the model on ``batch``; each ``(k, N, ...)`` chunk of samples goes to ``sink``."""
+def _run(
+    model, batch: Batch, samples, chunking, strategy, plan, sampler, pick, sink, layouts
+) -> None:
+    """Run the model on ``batch``; each ``(k, N, ...)`` chunk of samples goes to ``sink``.
+    ``layouts``: the sequence modules' batch sizes for one copy (:mod:`.layout`), checked on
+    every replicated forward."""
     n = batch.n
     if strategy == "loop":
         for t in range(samples):
             sampler.begin([t])
-            sink(pick(batch.clone()(model), n)[None])  # clone: in-place layers on x
+            # clone: in-place layers on x; any output rows (the samples are not reshaped)
+            sink(pick(batch.clone()(model), None)[None])
         return
     x = batch.single
     values = plan.run_prefix(x) if strategy == "prefix" else None
 
     def forward(k: int):
-        with replicated(k, n):
+        checked = layout.check(model, layouts, k) if k > 1 and layouts else contextlib.nullcontext()
+        with replicated(k, n), checked:
             if strategy == "prefix":
                 return plan.run_suffix(values, k)
             return batch.replicate(k)(model)
@@ -148,7 +155,11 @@ def predict(
       input has no batch dim (``EmbeddingDropout`` applied to a weight).
 
     Batched and prefix need the batch in dim 0 of the input, of every dropout input and of the
-    output. Modules with one mask per forward for the whole batch (DropConnect, WeightDrop,
+    output. torch's sequence modules (``nn.RNN/LSTM/GRU``, ``nn.MultiheadAttention``, the
+    transformer layers) are checked on every replicated forward (:mod:`dropkit.mc.layout`):
+    when their batch does not grow with the copies (a sequence-first input, ``(L, N)``), the
+    copies would run one after another, so batched and prefix raise naming the module and
+    ``"auto"`` samples by loop (the reason in ``result.strategy``). Loop takes any layout. Modules with one mask per forward for the whole batch (DropConnect, WeightDrop,
     ``DropPath(mode="batch")``, ...) run once per copy, so every strategy samples the same
     distribution. With ``seed`` the draws are reproducible (torch's generators are seeded
     inside ``torch.random.fork_rng``, so the caller's random state is untouched).
@@ -268,12 +279,20 @@ def predict(
                 sink = _Sink(task, class_dim, keep_samples, tau, yb, pick, samples)
                 args = (model, batch, samples, chunking)
                 try:
-                    _run(*args, run, plan, session.sampler, pick, sink)
-                except NoPrefixError as why:
-                    reason = f"prefix failed on a batch: {why}"
-                    logger.info("dropkit.mc: %s; using batched", reason)
-                    run = "batched"
-                    _run(*args, run, plan, session.sampler, pick, sink)
+                    try:
+                        _run(*args, run, plan, session.sampler, pick, sink, session.layouts)
+                    except NoPrefixError as why:
+                        reason = f"prefix failed on a batch: {why}"
+                        logger.info("dropkit.mc: %s; using batched", reason)
+                        run = "batched"
+                        _run(*args, run, plan, session.sampler, pick, sink, session.layouts)
+                except layout.BatchLayoutError as why:
+                    if strategy != "auto" or sink.acc is not None:
+                        raise
+                    reason = f"batch not in dim 0: {why}"
+                    logger.info("dropkit.mc: %s; using loop", reason)
+                    run = session.strategy = "loop"
+                    _run(*args, run, plan, session.sampler, pick, sink, session.layouts)
                 parts.append(sink.acc)
                 ys.append(yb)
                 used += [run] if run not in used else []
@@ -317,7 +336,10 @@ class _Session:
 
     def __init__(self, model, batch: Batch, strategy, consistent, seed, stack) -> None:
         self.model = model
-        self.plan = cached_plan(model, lambda: batch.clone()(model), batch.structure())
+        # the sequence modules' batch sizes (checked on replicated batches) depend on N
+        rows = batch.n if layout.has_layout_modules(model) else None
+        self.plan = cached_plan(model, lambda: batch.clone()(model), batch.structure(), rows)
+        self.layouts = dict(self.plan.layouts)
         model.eval()
         for name in self.plan.train:
             model.get_submodule(name).training = True
@@ -420,9 +442,12 @@ class _Picker:
         self.output = output
         self.hf = False
 
-    def __call__(self, out: object, rows: int) -> torch.Tensor:
+    def __call__(self, out: object, rows: int | None) -> torch.Tensor:
+        """The output to summarise; ``rows``: the batch it must keep in dim 0 (None: any)."""
         out, self.hf = pick_output(out, self.output)
-        if out.dim() == 0 or out.shape[0] != rows:
+        if out.dim() == 0 and rows is None:
+            out = out[None]  # a scalar per forward (loop): one "row"
+        if rows is not None and (out.dim() == 0 or out.shape[0] != rows):
             raise ValueError(
                 f"the model output {tuple(out.shape)} does not keep the batch of {rows} rows in "
                 "dim 0; batched and prefix strategies need it (use strategy='loop')"
