@@ -159,7 +159,8 @@ def predict(
     transformer layers) are checked on every replicated forward (:mod:`dropkit.mc.layout`):
     when their batch does not grow with the copies (a sequence-first input, ``(L, N)``), the
     copies would run one after another, so batched and prefix raise naming the module and
-    ``"auto"`` samples by loop (the reason in ``result.strategy``). Loop takes any layout. Modules with one mask per forward for the whole batch (DropConnect, WeightDrop,
+    ``"auto"`` samples by loop (the reason in ``result.strategy``). Loop takes any layout.
+    Modules with one mask per forward for the whole batch (DropConnect, WeightDrop,
     ``DropPath(mode="batch")``, ...) run once per copy, so every strategy samples the same
     distribution. With ``seed`` the draws are reproducible (torch's generators are seeded
     inside ``torch.random.fork_rng``, so the caller's random state is untouched).
