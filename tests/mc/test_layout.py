@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dropkit import mc
+from dropkit import nn as dkn
 from dropkit.mc import layout
 from dropkit.mc.layout import BatchLayoutError
 
@@ -167,3 +168,35 @@ def test_loop_takes_an_output_whose_batch_is_not_the_input_dim_0():
         result = mc.predict(LastStep().eval(), x, 8, strategy=strategy, seed=0)
         assert result.mean.shape == (4, 3)
         assert result.strategy.startswith("loop")
+
+
+class Locked(nn.Module):
+    """dropkit's LockedDropout (mask shared along time) on ``(L, N, F)``, no torch RNN."""
+
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+        self.locked = dkn.LockedDropout(0.5, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.locked(self.lin(x)))
+
+
+def test_locked_dropout_on_a_sequence_first_batch_is_not_shared_by_the_copies():
+    """Stacked along time, the copies would share LockedDropout's one mask per sequence: zero
+    variance. auto samples by loop instead, with the loop's variance."""
+    x = torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(2))
+    model = Locked(False).eval()
+    auto = mc.predict(model, x, 200, seed=0, class_dim=-1)
+    assert auto.strategy.startswith("loop (batch not in dim 0: module 'locked' (LockedDropout)")
+    loop = mc.predict(model, x, 200, strategy="loop", seed=1, class_dim=-1)
+    # each variance from 200 samples has a relative sd of sqrt(2 / 199) = 0.1, so their ratio
+    # is within (0.5, 2) with margin > 3.5 sd even if every element moved together; the copies
+    # sharing one mask gave 6e-13
+    ratio = (auto.variance.mean() / loop.variance.mean()).item()
+    assert 0.5 < ratio < 2.0
+    with pytest.raises(BatchLayoutError, match="module 'locked' \\(LockedDropout\\)"):
+        mc.predict(model, x, 4, strategy="batched", seed=0, class_dim=-1)
+    first = Locked(True).eval()
+    assert mc.predict(first, x.transpose(0, 1), 4, seed=0, class_dim=-1).strategy == "prefix"

@@ -8,7 +8,8 @@ the other along *time*, and each copy but the first would start from the hidden 
 previous one left (an RNN) or attend to the other copies (attention): samples that look fine
 and are wrong.
 
-Torch's sequence modules fix where their batch is (``batch_first``), so the single-copy probe
+Torch's sequence modules (and dropkit's ``LockedDropout``, whose mask is shared along time)
+fix where their batch is (``batch_first``), so the single-copy probe
 forward records the size of each one's batch dim (:func:`record`), and every forward on ``k``
 copies checks that it is ``k`` times that (:func:`check`). A module whose batch does not grow
 with the copies raises :class:`BatchLayoutError`, naming it; ``strategy="auto"`` then samples
@@ -24,12 +25,17 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-#: Modules whose input layout is fixed by ``batch_first`` (their own, or their attention's).
+from dropkit.nn.locked import LockedDropout
+
+#: Modules whose input layout is fixed by ``batch_first`` (their own, or their attention's);
+#: dropkit's LockedDropout shares its mask along time, so copies stacked along time would
+#: share one mask.
 LAYOUT_TYPES = (
     nn.RNNBase,
     nn.MultiheadAttention,
     nn.TransformerEncoderLayer,
     nn.TransformerDecoderLayer,
+    LockedDropout,
 )
 
 
@@ -43,7 +49,7 @@ def has_layout_modules(model: nn.Module) -> bool:
 
 
 def _batch_dim(module: nn.Module) -> int:
-    if isinstance(module, nn.RNNBase | nn.MultiheadAttention):
+    if isinstance(module, nn.RNNBase | nn.MultiheadAttention | LockedDropout):
         first = module.batch_first
     else:  # transformer layers keep the flag on their attention only
         first = module.self_attn.batch_first
