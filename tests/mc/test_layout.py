@@ -200,3 +200,15 @@ def test_locked_dropout_on_a_sequence_first_batch_is_not_shared_by_the_copies():
         mc.predict(model, x, 4, strategy="batched", seed=0, class_dim=-1)
     first = Locked(True).eval()
     assert mc.predict(first, x.transpose(0, 1), 4, seed=0, class_dim=-1).strategy == "prefix"
+
+
+@pytest.mark.parametrize("strategy", ["auto", "loop", "batched"])
+def test_consistent_masks_need_the_batch_in_dim_0_under_every_strategy(strategy):
+    """consistent=True shares each mask along dim 0; on a sequence-first input that would be
+    time steps, not inputs (even by loop, which copies nothing), so it raises."""
+    model, x = _model("lstm", False), _inputs("lstm", False)
+    with pytest.raises(BatchLayoutError, match=r"consistent=True shares masks.*module 'rnn'"):
+        mc.predict(model, x, 4, strategy=strategy, seed=0, consistent=True, class_dim=-1)
+    first, y = _model("lstm", True), _inputs("lstm", True)
+    result = mc.predict(first, y, 4, strategy=strategy, seed=0, consistent=True, class_dim=-1)
+    assert result.variance.max() > 0

@@ -331,6 +331,20 @@ def _check_consistent(model: nn.Module, calls) -> None:
             )
 
 
+def _check_batch_in_dim_0(model: nn.Module, batch: Batch, layouts: dict) -> None:
+    """consistent=True shares each mask along dim 0 of the model input, whatever the strategy:
+    one forward on two copies checks that torch's sequence modules see dim 0 as their batch
+    (:mod:`.layout`), else sharing would follow time steps, not inputs."""
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=cuda), layout.check(model, layouts, 2):
+            batch.replicate(2)(model)
+    except layout.BatchLayoutError as why:
+        raise layout.BatchLayoutError(
+            f"consistent=True shares masks across the inputs in dim 0 of the model input: {why}"
+        ) from None
+
+
 class _Session:
     """The MC plan of one ``predict`` call, made on its first batch: the probe
     (:func:`dropkit.mc.plan.cached_plan`), the flags, the strategy, the samplers."""
@@ -348,6 +362,8 @@ class _Session:
         names = [n for n in self.plan.train if is_dropkit_dropout(model.get_submodule(n))]
         if consistent:
             _check_consistent(model, self.plan.calls)
+            if self.layouts:
+                _check_batch_in_dim_0(model, batch, self.layouts)
         fixed = [n for n in names if not splittable(model.get_submodule(n))]
         if fixed and strategy in ("batched", "prefix"):
             raise ValueError(
