@@ -140,6 +140,39 @@ def test_alpha_affine_twin(dtype):
         assert _same_bits(a, b), (n, offset, stream)
 
 
+@pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
+def test_alpha_affine_half_every_bit_pattern_equals_torch(is_bf16):
+    """Both kernels give the bits of torch's where(keep, x, alpha').mul_(a).add_(b) on a
+    bfloat16/float16 tensor, for every one of the 65536 values (infinities and subnormals
+    included; a NaN gives a NaN, its payload left open as by IEEE), at several rates."""
+    import torch
+
+    from dropkit.functional.alpha import ALPHA_PRIME, alpha_dropout_affine
+    from dropkit.rng.philox import keep_threshold, random_words
+
+    dtype = torch.bfloat16 if is_bf16 else torch.float16
+    bits = torch.arange(2**16, dtype=torch.int32).to(torch.int16)
+    x = bits.view(dtype)
+    fill_t = torch.tensor(ALPHA_PRIME, dtype=dtype)
+    fill = int(fill_t.view(torch.int16).item()) & 0xFFFF
+    junk = np.full(x.numel(), 0x1234, np.uint16)
+    for p in (0.1, 0.5, 0.9):
+        a, b = alpha_dropout_affine(p)
+        keep = torch.from_numpy(random_words(77, 5, x.numel()) >= keep_threshold(p))
+        expected = torch.where(keep, x, fill_t).mul_(a).add_(b)
+        nan = expected.isnan().numpy()
+        b_half = float(torch.tensor(b, dtype=dtype))
+        got, twin = _both(
+            "alpha_affine_half_kernel", bits.numpy().view(np.uint16), 77, 5, 0,
+            keep_threshold(p), fill, a, b_half, is_bf16, out_index=1, out=junk,
+        )  # fmt: skip
+        for out in (got, twin):
+            values = torch.from_numpy(out.view(np.int16)).view(dtype)
+            assert np.array_equal(values.isnan().numpy(), nan), p
+            same = out.view(np.int16) == expected.view(torch.int16).numpy()
+            assert bool(same[~nan].all()), p
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int64])
 def test_scaled_keep_twin(dtype):
     values = {np.float32: 1 / 0.7, np.float64: 1 / 0.7, np.uint16: 0x3FB7, np.int64: 3}

@@ -182,15 +182,20 @@ def _alpha(
 
 
 _FUSED = (torch.float32, torch.float64)
+#: half types with a fused kernel on their bits: True for bfloat16, False for float16
+_FUSED_HALF = {torch.bfloat16: True, torch.float16: False}
 
 
 def _alpha_eager(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:
     """:func:`_alpha_formula` under the Philox mask of ``x``'s shape, without autograd: the
-    fused numba pass for contiguous float32/float64, else the formula's own torch ops (the
-    same roundings, the same output strides) on a numba-filled keep mask, the two scalar steps
-    in place (one output-sized buffer besides the mask)."""
+    fused numba pass for a contiguous input (float32/float64 on the data, bfloat16/float16 on
+    its bits), else the formula's own torch ops (the same roundings, the same output strides)
+    on a numba-filled keep mask, the two scalar steps in place (one output-sized buffer
+    besides the mask)."""
     if x.dtype in _FUSED and x.is_contiguous():
         return _alpha_numba(x, seed, offset, p)
+    if x.dtype in _FUSED_HALF and x.is_contiguous():
+        return _alpha_numba_half(x, seed, offset, p)
     a, b = _affine(p)
     keep = eager_keep_mask(tuple(x.shape), seed, offset, p)
     return torch.where(keep, x, _alpha_prime(x.dtype)).mul_(a).add_(b)
@@ -213,6 +218,32 @@ def _alpha_numba(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Ten
     flat = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
     cpu_kernels().alpha_affine_kernel(
         flat, out.numpy().reshape(-1), seed, offset, 0, cached_threshold(p), ALPHA_PRIME, a, b
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _half_constants(dtype: torch.dtype, p: float) -> tuple[int, float]:
+    """alpha' as ``dtype``'s bits and ``b`` rounded to ``dtype`` (as a float): the values
+    torch's ``where(keep, x, alpha')`` and ``add_(b)`` use on a ``dtype`` tensor."""
+    with torch.inference_mode(False):
+        fill = int(torch.tensor(ALPHA_PRIME, dtype=dtype).view(torch.int16).item()) & 0xFFFF
+        return fill, float(torch.tensor(_affine(p)[1], dtype=dtype))
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    return t.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+
+
+def _alpha_numba_half(x: torch.Tensor, seed: int, offset: int, p: float) -> torch.Tensor:
+    """:func:`_alpha_numba` for bfloat16/float16: the fused kernel on the data's bits, with
+    torch's roundings (the product and the sum each rounded to the type)."""
+    a = _affine(p)[0]
+    fill, b = _half_constants(x.dtype, p)
+    out = torch.empty_like(x)
+    src = _bits(x.detach() if x.requires_grad else x)
+    cpu_kernels().alpha_affine_half_kernel(
+        src, _bits(out), seed, offset, 0, cached_threshold(p), fill, a, b, _FUSED_HALF[x.dtype]
     )
     return out
 

@@ -298,6 +298,46 @@ if AVAILABLE:
             for k in range(hi - lo):
                 ov[k] = ov[k] + sb
 
+    def _alpha_affine_half(x, out, seed, offset, stream, threshold, fill, a, b, is_bf16):
+        """:func:`_alpha_affine` on bfloat16 (``is_bf16``) or float16 bits (uint16): the kept
+        value or ``fill`` (the type's bits) widened to float32, times ``float32(a)``, rounded
+        to the type; widened again, plus ``b`` (a float32 holding a value of the type: torch
+        rounds the scalar of ``add_`` to the tensor's type), rounded again."""
+        n = x.size
+        k0, k1, first, calls, blocks = _setup(seed, offset, n)
+        thr = np.uint32(threshold)
+        f = np.uint16(fill)
+        sa, sb = np.float32(a), np.float32(b)
+        for blk in numba.prange(blocks):
+            words = np.empty(4 * BLOCK, np.uint32)
+            lo, hi, w = _block(blk, first, calls, offset, n, stream, k0, k1, words)
+            m = hi - lo
+            xv, ov, wv = x[lo:hi], out[lo:hi], words[w : w + m]
+            half = np.empty(m, np.uint16)
+            for k in range(m):
+                half[k] = xv[k] if wv[k] >= thr else f
+            bits = np.empty(m, np.uint32)
+            vals = bits.view(np.float32)
+            for step in range(2):  # the product, then the sum, each rounded to the type
+                if is_bf16:
+                    for k in range(m):
+                        bits[k] = np.uint32(half[k]) << np.uint32(16)
+                else:  # binary16 -> float32, exactly (bits is fresh scratch: no overlap)
+                    _widen_f16(half, bits, m)
+                if step == 0:
+                    for k in range(m):
+                        vals[k] = vals[k] * sa
+                else:
+                    for k in range(m):
+                        vals[k] = vals[k] + sb
+                target = half if step == 0 else ov
+                if is_bf16:
+                    for k in range(m):
+                        target[k] = _bf16_bits(np.uint64(bits[k]))
+                else:
+                    for k in range(m):
+                        target[k] = _f16_bits(np.uint64(bits[k]))
+
     def _scaled_keep(out, seed, offset, stream, threshold, value):
         """``out[i] = value`` where position ``offset + i`` is kept, else 0 (any dtype)."""
         n = out.size
@@ -578,6 +618,7 @@ if AVAILABLE:
     _masked_scale_half_parallel, _masked_scale_half_serial = _twins(_masked_scale_half)
     _scaled_keep_parallel, _scaled_keep_serial = _twins(_scaled_keep)
     _alpha_affine_parallel, _alpha_affine_serial = _twins(_alpha_affine)
+    _alpha_affine_half_parallel, _alpha_affine_half_serial = _twins(_alpha_affine_half)
     _words_parallel, _words_serial = _twins(_words)
     _bias_dropout_add_parallel, _bias_dropout_add_serial = _twins(_bias_dropout_add)
     _gaussian_parallel, _gaussian_serial = _twins(_gaussian, error_model="numpy")
@@ -712,6 +753,18 @@ def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
         _alpha_affine_serial(*args)
     else:
         launch(_alpha_affine_parallel, _alpha_affine_serial, *args)
+
+
+def alpha_affine_half_kernel(x, out, seed, offset, stream, threshold, fill, a, b, is_bf16):
+    """:func:`alpha_affine_kernel` for bfloat16 (``is_bf16``) or float16 data given as flat
+    uint16 arrays of their bits (``fill`` as the type's bits, ``b`` a value of the type): the
+    product in float32 rounded to the type, then the sum, as torch's
+    ``where(keep, x, fill).mul_(a).add_(b)`` on such tensors."""
+    args = (x, out, seed, offset, stream, threshold, fill, a, b, is_bf16)
+    if x.size <= _threads.SERIAL_MAX:
+        _alpha_affine_half_serial(*args)
+    else:
+        launch(_alpha_affine_half_parallel, _alpha_affine_half_serial, *args)
 
 
 def scaled_keep_kernel(out, seed, offset, stream, threshold, value):

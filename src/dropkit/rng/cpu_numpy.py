@@ -149,6 +149,30 @@ def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
         out[...] = prod + dt(b)
 
 
+def alpha_affine_half_kernel(x, out, seed, offset, stream, threshold, fill, a, b, is_bf16):
+    """:func:`alpha_affine_kernel` on bfloat16 (``is_bf16``) or float16 bits (flat uint16
+    arrays; ``fill`` as the type's bits, ``b`` a value of the type): the product in float32
+    rounded to the type, then the sum rounded again."""
+    n = x.size
+    if n == 0:
+        return
+    keep = _keep(seed, offset, n, stream, threshold)
+    half = np.where(keep, x, np.uint16(fill))
+
+    def widen(h):
+        return (h.astype(np.uint32) << np.uint32(16) if is_bf16 else _f16_to_f32_bits(h)).view(
+            np.float32
+        )
+
+    def narrow(v):
+        wide = v.view(np.uint32).astype(np.uint64)
+        return _bf16_bits(wide) if is_bf16 else _f16_bits(wide)
+
+    with _quiet():
+        half = narrow(widen(half) * np.float32(a))
+        out[...] = narrow(widen(half) + np.float32(b))
+
+
 def scaled_keep_kernel(out, seed, offset, stream, threshold, value):
     """``out[i] = value`` where position ``offset + i`` is kept, else 0 (a flat array of any
     numeric dtype; ``value`` converted to that dtype, e.g. bfloat16 bits in a uint16 array)."""

@@ -11,7 +11,7 @@ path. The thread never compiles: numba's compiler swaps the process-wide warning
 thousands of times per kernel (``warnings.catch_warnings``), which would undo the filters the
 caller's thread sets meanwhile; an uncached kernel (a fresh install) compiles on its first call,
 in the caller. Until that thread has finished, :func:`cpu_kernels` returns a dispatcher with the
-same nine kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy
+same ten kernel functions: calls on arrays of at most :data:`NUMPY_MAX` elements run the NumPy
 twins of :mod:`dropkit.rng.cpu_numpy` (the same bits; only the NaN that an add of two NaNs
 returns is left open, as by IEEE), larger calls wait for the load and run numba. Once loaded,
 :func:`cpu_kernels` returns the numba module itself (one global check per call).
@@ -61,7 +61,7 @@ def triton_available() -> bool:
 
 def cpu_kernels() -> Any:
     """:mod:`dropkit.rng.cpu` (numba) once loaded; while it loads in the background, a
-    dispatcher with the same nine kernels (NumPy twins for small arrays, see the module doc)."""
+    dispatcher with the same ten kernels (NumPy twins for small arrays, see the module doc)."""
     kernels = _cpu
     if kernels is not None:
         return kernels
@@ -142,7 +142,7 @@ def _pick(n: int) -> Any:
 
 
 class _LoadingKernels:
-    """The nine kernels of :mod:`dropkit.rng.cpu` while it loads: each call goes to numba if it
+    """The ten kernels of :mod:`dropkit.rng.cpu` while it loads: each call goes to numba if it
     has loaded meanwhile, to the NumPy twin (:mod:`dropkit.rng.cpu_numpy`) for at most
     :data:`NUMPY_MAX` elements, else waits for numba. Same signatures, same bits."""
 
@@ -161,6 +161,14 @@ class _LoadingKernels:
     def alpha_affine_kernel(self, x, out, seed, offset, stream, threshold, fill, a, b):
         """See :func:`dropkit.rng.cpu.alpha_affine_kernel`."""
         _pick(x.size).alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b)
+
+    def alpha_affine_half_kernel(
+        self, x, out, seed, offset, stream, threshold, fill, a, b, is_bf16
+    ):
+        """See :func:`dropkit.rng.cpu.alpha_affine_half_kernel`."""
+        _pick(x.size).alpha_affine_half_kernel(
+            x, out, seed, offset, stream, threshold, fill, a, b, is_bf16
+        )
 
     def scaled_keep_kernel(self, out, seed, offset, stream, threshold, value):
         """See :func:`dropkit.rng.cpu.scaled_keep_kernel`."""
