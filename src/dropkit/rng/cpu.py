@@ -255,6 +255,27 @@ if AVAILABLE:
             r = np.uint64(0x7E00)
         return np.uint16(sign | r)
 
+    @numba.njit(inline="always")
+    def _widen_half(h, bits, m, is_bf16):
+        """float32 bits of the bfloat16 (``is_bf16``) or binary16 values ``h[:m]`` into
+        ``bits[:m]``, exactly (``bits`` must not overlap ``h``)."""
+        if is_bf16:
+            for k in range(m):
+                bits[k] = np.uint32(h[k]) << np.uint32(16)
+        else:
+            _widen_f16(h, bits, m)
+
+    @numba.njit(inline="always")
+    def _narrow_half(bits, out, m, is_bf16):
+        """The float32 bits ``bits[:m]`` rounded (to nearest even) to bfloat16 or binary16
+        bits in ``out[:m]``."""
+        if is_bf16:
+            for k in range(m):
+                out[k] = _bf16_bits(np.uint64(bits[k]))
+        else:
+            for k in range(m):
+                out[k] = _f16_bits(np.uint64(bits[k]))
+
     def _masked_scale_half(x, out, seed, offset, stream, threshold, scale, is_bf16):
         n = x.size
         k0, k1, first, calls, blocks = _setup(seed, offset, n)
@@ -265,21 +286,12 @@ if AVAILABLE:
             lo, hi, w = _block(b, first, calls, offset, n, stream, k0, k1, words)
             m = hi - lo
             xv, ov, wv = x[lo:hi], out[lo:hi], words[w : w + m]
-            bits = np.empty(m, np.uint32)
+            bits = np.empty(m, np.uint32)  # fresh scratch: no overlap with xv
             vals = bits.view(np.float32)
-            if is_bf16:
-                for k in range(m):
-                    bits[k] = np.uint32(xv[k]) << np.uint32(16)
-            else:  # binary16 -> float32, exactly (bits is fresh scratch: no overlap with xv)
-                _widen_f16(xv, bits, m)
+            _widen_half(xv, bits, m, is_bf16)
             for k in range(m):
                 vals[k] = vals[k] * s if wv[k] >= thr else np.float32(0.0)
-            if is_bf16:
-                for k in range(m):
-                    ov[k] = _bf16_bits(np.uint64(bits[k]))
-            else:
-                for k in range(m):
-                    ov[k] = _f16_bits(np.uint64(bits[k]))
+            _narrow_half(bits, ov, m, is_bf16)
 
     def _alpha_affine(x, out, seed, offset, stream, threshold, fill, a, b):
         """``out = where(keep, x, fill) * a + b`` in the data's precision (two roundings, as
@@ -316,27 +328,16 @@ if AVAILABLE:
             half = np.empty(m, np.uint16)
             for k in range(m):
                 half[k] = xv[k] if wv[k] >= thr else f
-            bits = np.empty(m, np.uint32)
+            bits = np.empty(m, np.uint32)  # fresh scratch: no overlap with half
             vals = bits.view(np.float32)
-            for step in range(2):  # the product, then the sum, each rounded to the type
-                if is_bf16:
-                    for k in range(m):
-                        bits[k] = np.uint32(half[k]) << np.uint32(16)
-                else:  # binary16 -> float32, exactly (bits is fresh scratch: no overlap)
-                    _widen_f16(half, bits, m)
-                if step == 0:
-                    for k in range(m):
-                        vals[k] = vals[k] * sa
-                else:
-                    for k in range(m):
-                        vals[k] = vals[k] + sb
-                target = half if step == 0 else ov
-                if is_bf16:
-                    for k in range(m):
-                        target[k] = _bf16_bits(np.uint64(bits[k]))
-                else:
-                    for k in range(m):
-                        target[k] = _f16_bits(np.uint64(bits[k]))
+            _widen_half(half, bits, m, is_bf16)  # the product, rounded to the type
+            for k in range(m):
+                vals[k] = vals[k] * sa
+            _narrow_half(bits, half, m, is_bf16)
+            _widen_half(half, bits, m, is_bf16)  # then the sum, rounded again
+            for k in range(m):
+                vals[k] = vals[k] + sb
+            _narrow_half(bits, ov, m, is_bf16)
 
     def _scaled_keep(out, seed, offset, stream, threshold, value):
         """``out[i] = value`` where position ``offset + i`` is kept, else 0 (any dtype)."""
