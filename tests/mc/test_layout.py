@@ -212,3 +212,28 @@ def test_consistent_masks_need_the_batch_in_dim_0_under_every_strategy(strategy)
     first, y = _model("lstm", True), _inputs("lstm", True)
     result = mc.predict(first, y, 4, strategy=strategy, seed=0, consistent=True, class_dim=-1)
     assert result.variance.max() > 0
+
+
+def test_auto_falls_back_to_loop_when_the_output_loses_the_replicated_batch():
+    """A sequence-first packed GRU: lengths (N,) are not replicated with the (L, N, F) input,
+    so the copies are one long sequence and the output keeps N rows, not k x L: auto samples
+    by loop, batched raises."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    class Packed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.rnn, self.head = nn.GRU(8, 16, 2, dropout=0.3), nn.Linear(16, 3)
+
+        def forward(self, x, lengths):
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            return self.head(self.rnn(packed)[1][-1])
+
+    x, lengths = torch.randn(10, 4, 8), torch.tensor([10, 7, 5, 3])
+    model = Packed().eval()
+    result = mc.predict(model, (x, lengths), 8, seed=0)
+    assert result.strategy.startswith("loop (batch not in dim 0: the model output (4, 3)")
+    assert result.mean.shape == (4, 3)
+    with pytest.raises(BatchLayoutError, match="does not keep the batch"):
+        mc.predict(model, (x, lengths), 8, strategy="batched", seed=0)

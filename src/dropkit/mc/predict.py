@@ -159,7 +159,8 @@ def predict(
     transformer layers) are checked on every replicated forward (:mod:`dropkit.mc.layout`):
     when their batch does not grow with the copies (a sequence-first input, ``(L, N)``), the
     copies would run one after another, so batched and prefix raise naming the module and
-    ``"auto"`` samples by loop (the reason in ``result.strategy``). Loop takes any layout.
+    ``"auto"`` samples by loop (the reason in ``result.strategy``); so does an output without
+    the replicated batch in dim 0. Loop takes any layout.
     Modules with one mask per forward for the whole batch (DropConnect, WeightDrop,
     ``DropPath(mode="batch")``, ...) run once per copy, so every strategy samples the same
     distribution. With ``seed`` the draws are reproducible (torch's generators are seeded
@@ -465,7 +466,8 @@ class _Picker:
         if out.dim() == 0 and rows is None:
             out = out[None]  # a scalar per forward (loop): one "row"
         if rows is not None and (out.dim() == 0 or out.shape[0] != rows):
-            raise ValueError(
+            # a BatchLayoutError (a ValueError): strategy="auto" falls back to loop on it
+            raise layout.BatchLayoutError(
                 f"the model output {tuple(out.shape)} does not keep the batch of {rows} rows in "
                 "dim 0; batched and prefix strategies need it (use strategy='loop')"
             )
