@@ -237,3 +237,15 @@ def test_auto_falls_back_to_loop_when_the_output_loses_the_replicated_batch():
     assert result.mean.shape == (4, 3)
     with pytest.raises(BatchLayoutError, match="does not keep the batch"):
         mc.predict(model, (x, lengths), 8, strategy="batched", seed=0)
+
+
+def test_consistent_check_is_per_model_even_for_equal_plans():
+    """The batch-first and the sequence-first model have equal plans (same module names, calls
+    and single-copy batch sizes); checking one must not pass the other, in either order, and
+    repeated calls stay checked."""
+    first, y = _model("lstm", True), _inputs("lstm", True)
+    seq, x = _model("lstm", False), _inputs("lstm", False)
+    for _ in range(2):
+        mc.predict(first, y, 4, seed=0, consistent=True, class_dim=-1)
+        with pytest.raises(BatchLayoutError):
+            mc.predict(seq, x, 4, seed=0, consistent=True, class_dim=-1)

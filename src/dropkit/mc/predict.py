@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import numbers
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
@@ -21,7 +22,7 @@ from .intercept import consistent_ops
 from .io import UNSET, Batch, as_batch, pick_output, split_batch
 from .modes import drop_rate, is_dropkit_dropout
 from .ownership import sole_owner
-from .plan import cached_plan
+from .plan import SamplingPlan, cached_plan
 from .prefix import NoPrefixError, PrefixPlan, model_signature, plan_for
 from .probe import no_fast_path
 from .replicas import replicated
@@ -332,18 +333,27 @@ def _check_consistent(model: nn.Module, calls) -> None:
             )
 
 
-def _check_batch_in_dim_0(model: nn.Module, batch: Batch, layouts: dict) -> None:
+#: Plans whose batch was checked to be in dim 0 (:func:`_check_batch_in_dim_0`), by identity
+#: (equal plans of two models are not the same check): a plan is made for one model state,
+#: input structure and batch size, so the check holds while the plan is reused.
+_BATCH_IN_DIM_0: weakref.WeakValueDictionary[int, SamplingPlan] = weakref.WeakValueDictionary()
+
+
+def _check_batch_in_dim_0(model: nn.Module, batch: Batch, plan: SamplingPlan) -> None:
     """consistent=True shares each mask along dim 0 of the model input, whatever the strategy:
     one forward on two copies checks that torch's sequence modules see dim 0 as their batch
-    (:mod:`.layout`), else sharing would follow time steps, not inputs."""
+    (:mod:`.layout`), else sharing would follow time steps, not inputs. Once per plan."""
+    if _BATCH_IN_DIM_0.get(id(plan)) is plan:
+        return
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
-        with torch.random.fork_rng(devices=cuda), layout.check(model, layouts, 2):
+        with torch.random.fork_rng(devices=cuda), layout.check(model, dict(plan.layouts), 2):
             batch.replicate(2)(model)
     except layout.BatchLayoutError as why:
         raise layout.BatchLayoutError(
             f"consistent=True shares masks across the inputs in dim 0 of the model input: {why}"
         ) from None
+    _BATCH_IN_DIM_0[id(plan)] = plan
 
 
 class _Session:
@@ -364,7 +374,7 @@ class _Session:
         if consistent:
             _check_consistent(model, self.plan.calls)
             if self.layouts:
-                _check_batch_in_dim_0(model, batch, self.layouts)
+                _check_batch_in_dim_0(model, batch, self.plan)
         fixed = [n for n in names if not splittable(model.get_submodule(n))]
         if fixed and strategy in ("batched", "prefix"):
             raise ValueError(
