@@ -36,6 +36,40 @@ import types
 
 import numpy as np
 
+from .fdlibm import (
+    ANGLE,
+    BIT52,
+    C1,
+    C2,
+    C3,
+    C4,
+    C5,
+    C6,
+    EXP_ONE,
+    K_BIAS,
+    LOW30,
+    MAGIC,
+    MANT_BITS,
+    NLG1,
+    NLG2,
+    NLG3,
+    NLG4,
+    NLG5,
+    NLG6,
+    NLG7,
+    NLN2_HI,
+    NLN2_LO,
+    QUARTER,
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+    SHIFT52,
+    SQRT2_CARRY,
+)
+
 try:
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -390,43 +424,10 @@ if AVAILABLE:
     _f32_bits = bitcast(_types.float32, _types.uint32)
     _bits_f32 = bitcast(_types.uint32, _types.float32)
 
-    _MAGIC = np.uint64(0x4330000000000000)  # bits of 2^52: (2^52 | v) - 2^52 = v, exactly
+    # fdlibm's constants (MAGIC, K_BIAS, NLG1 .., S1 .., C1 ..) are dropkit.rng.fdlibm's
     _TWO52 = 2.0**52
-    _K_BIAS = 2.0**52 + 1023.0 + 32.0  # undoes the magic, the exponent bias and u1 = v 2^-32
-    _MANT_BITS = np.uint64(0x000FFFFFFFFFFFFF)
-    _SQRT2_CARRY = np.uint64(0x00095F6400000000)  # carries into bit 52 iff the mantissa >= sqrt 2
-    _BIT52 = np.uint64(1 << 52)
-    _EXP_ONE = np.uint64(0x3FF0000000000000)
     _ONE64 = np.uint64(1)
-    _SHIFT52 = np.uint64(52)
-    # -2 ln 2 = _NLN2_HI + _NLN2_LO (fdlibm's ln2_hi, ln2_lo times -2: exact).
-    _NLN2_HI = -2.0 * 6.93147180369123816490e-01
-    _NLN2_LO = -2.0 * 1.90821492927058770002e-10
-    # -2 Lg1 .. -2 Lg7 (fdlibm e_log.c), so that -2 s R(s^2) needs no extra product.
-    _NLG1 = -2.0 * 6.666666666666735130e-01
-    _NLG2 = -2.0 * 3.999999999940941908e-01
-    _NLG3 = -2.0 * 2.857142874366239149e-01
-    _NLG4 = -2.0 * 2.222219843214978396e-01
-    _NLG5 = -2.0 * 1.818357216161805012e-01
-    _NLG6 = -2.0 * 1.531383769920937332e-01
-    _NLG7 = -2.0 * 1.479819860511658591e-01
-    _ANGLE = 2.0 * np.pi / 2.0**32  # radians per unit of the word
-    _QUARTER = np.uint32(1 << 29)  # an eighth of a turn, in word units
-    _LOW30 = np.uint32((1 << 30) - 1)
     _SHIFT30 = np.uint32(30)
-    # fdlibm k_sin.c / k_cos.c, |x| <= pi/4.
-    _S1 = -1.66666666666666324348e-01
-    _S2 = 8.33333333332248946124e-03
-    _S3 = -1.98412698298579493134e-04
-    _S4 = 2.75573137070700676789e-06
-    _S5 = -2.50507602534068634195e-08
-    _S6 = 1.58969099521155010221e-10
-    _C1 = 4.16666666666666019037e-02
-    _C2 = -1.38888888888741095749e-03
-    _C3 = 2.48015872894767294178e-05
-    _C4 = -2.75573143513906633035e-07
-    _C5 = 2.08757232129817482790e-09
-    _C6 = -1.13596475577881948265e-11
 
     @numba.njit(inline="always")
     def _philox_pairs(q0, m, stream, k0, k1, ev, od):
@@ -455,36 +456,36 @@ if AVAILABLE:
         """``zs[2j], zs[2j + 1]`` = the two normals of word pair ``(ev[j], od[j])``, j < m
         (m <= _CHUNK); the other arrays are float64 scratch of _CHUNK elements."""
         for j in range(m):  # ln u1's argument reduction; the angle's, exactly
-            v = _bits_f64((np.uint64(ev[j]) + _ONE64) | _MAGIC) - _TWO52
+            v = _bits_f64((np.uint64(ev[j]) + _ONE64) | MAGIC) - _TWO52
             hx = _f64_bits(v)
-            mant = hx & _MANT_BITS
-            up = (mant + _SQRT2_CARRY) & _BIT52  # m >= sqrt 2: use m / 2 and k + 1
-            f_[j] = _bits_f64(mant | (up ^ _EXP_ONE)) - 1.0
-            k_[j] = _bits_f64(((hx >> _SHIFT52) + (up >> _SHIFT52)) | _MAGIC) - _K_BIAS
-            turn = np.uint32(od[j] + _QUARTER)
+            mant = hx & MANT_BITS
+            up = (mant + SQRT2_CARRY) & BIT52  # m >= sqrt 2: use m / 2 and k + 1
+            f_[j] = _bits_f64(mant | (up ^ EXP_ONE)) - 1.0
+            k_[j] = _bits_f64(((hx >> SHIFT52) + (up >> SHIFT52)) | MAGIC) - K_BIAS
+            turn = np.uint32(od[j] + QUARTER)
             q_[j] = np.float64(np.int32(turn >> _SHIFT30))
-            t_[j] = _ANGLE * np.float64(np.int32(turn & _LOW30) - np.int32(_QUARTER))
+            t_[j] = ANGLE * np.float64(np.int32(turn & LOW30) - np.int32(QUARTER))
         for j in range(m):  # the division (its own unit) beside the sine polynomial
             f = f_[j]
             s_[j] = f / (2.0 + f)
             x = t_[j]
             z = x * x
             w = z * z
-            r = _S2 + z * (_S3 + z * _S4) + z * w * (_S5 + z * _S6)
-            a_[j] = x + z * x * (_S1 + z * r)
+            r = S2 + z * (S3 + z * S4) + z * w * (S5 + z * S6)
+            a_[j] = x + z * x * (S1 + z * r)
         for j in range(m):  # -2 ln u1
             s = s_[j]
             z = s * s
             w = z * z
-            t1 = w * (_NLG2 + w * (_NLG4 + w * _NLG6))
-            t2 = z * (_NLG1 + w * (_NLG3 + w * (_NLG5 + w * _NLG7)))
+            t1 = w * (NLG2 + w * (NLG4 + w * NLG6))
+            t2 = z * (NLG1 + w * (NLG3 + w * (NLG5 + w * NLG7)))
             k = k_[j]
-            g_[j] = ((s * (t2 + t1) + k * _NLN2_LO) + s * -4.0) + k * _NLN2_HI
+            g_[j] = ((s * (t2 + t1) + k * NLN2_LO) + s * -4.0) + k * NLN2_HI
         for j in range(m):
             x = t_[j]
             z = x * x
             w = z * z
-            r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+            r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6))
             hz = 0.5 * z
             c = 1.0 - hz
             b_[j] = c + (((1.0 - c) - hz) + z * r)

@@ -19,6 +19,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fdlibm import (
+    ANGLE,
+    BIT52,
+    C1,
+    C2,
+    C3,
+    C4,
+    C5,
+    C6,
+    EXP_ONE,
+    K_BIAS,
+    LOW30,
+    MAGIC,
+    MANT_BITS,
+    NLG1,
+    NLG2,
+    NLG3,
+    NLG4,
+    NLG5,
+    NLG6,
+    NLG7,
+    NLN2_HI,
+    NLN2_LO,
+    QUARTER,
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+    SHIFT52,
+    SQRT2_CARRY,
+)
 from .philox import MASK32, philox4x32
 
 _U32 = np.uint64(32)
@@ -222,39 +255,7 @@ def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, thresh
 # ------------------------------------------------------------------ Gaussian noise
 # The numba kernels' constants and steps (dropkit.rng.cpu, the comment above _normal_pairs):
 # fdlibm's logarithm, sine and cosine in +, -, *, / and sqrt, which NumPy rounds as the
-# compiled loops do, so the normals agree bit for bit.
-
-_MAGIC = np.uint64(0x4330000000000000)
-_K_BIAS = 2.0**52 + 1023.0 + 32.0
-_MANT_BITS = np.uint64(0x000FFFFFFFFFFFFF)
-_SQRT2_CARRY = np.uint64(0x00095F6400000000)
-_BIT52 = np.uint64(1 << 52)
-_EXP_ONE = np.uint64(0x3FF0000000000000)
-_SHIFT52 = np.uint64(52)
-_NLN2_HI = -2.0 * 6.93147180369123816490e-01
-_NLN2_LO = -2.0 * 1.90821492927058770002e-10
-_NLG1 = -2.0 * 6.666666666666735130e-01
-_NLG2 = -2.0 * 3.999999999940941908e-01
-_NLG3 = -2.0 * 2.857142874366239149e-01
-_NLG4 = -2.0 * 2.222219843214978396e-01
-_NLG5 = -2.0 * 1.818357216161805012e-01
-_NLG6 = -2.0 * 1.531383769920937332e-01
-_NLG7 = -2.0 * 1.479819860511658591e-01
-_ANGLE = 2.0 * np.pi / 2.0**32
-_QUARTER = np.uint32(1 << 29)
-_LOW30 = np.uint32((1 << 30) - 1)
-_S1 = -1.66666666666666324348e-01
-_S2 = 8.33333333332248946124e-03
-_S3 = -1.98412698298579493134e-04
-_S4 = 2.75573137070700676789e-06
-_S5 = -2.50507602534068634195e-08
-_S6 = 1.58969099521155010221e-10
-_C1 = 4.16666666666666019037e-02
-_C2 = -1.38888888888741095749e-03
-_C3 = 2.48015872894767294178e-05
-_C4 = -2.75573143513906633035e-07
-_C5 = 2.08757232129817482790e-09
-_C6 = -1.13596475577881948265e-11
+# compiled loops do, so the normals agree bit for bit (the constants: dropkit.rng.fdlibm).
 
 
 def _normals(seed, offset, n: int, stream) -> np.ndarray:
@@ -267,25 +268,25 @@ def _normals(seed, offset, n: int, stream) -> np.ndarray:
     ev, od = words[0::2], words[1::2]
     # ln u1: v = w + 1 = 2^e m, m in [sqrt(2)/2, sqrt(2)), k = e - 32.
     hx = (ev.astype(np.uint64) + _ONE).astype(np.float64).view(np.uint64)
-    mant = hx & _MANT_BITS
-    up = (mant + _SQRT2_CARRY) & _BIT52
-    f = (mant | (up ^ _EXP_ONE)).view(np.float64) - 1.0
-    k = (((hx >> _SHIFT52) + (up >> _SHIFT52)) | _MAGIC).view(np.float64) - _K_BIAS
+    mant = hx & MANT_BITS
+    up = (mant + SQRT2_CARRY) & BIT52
+    f = (mant | (up ^ EXP_ONE)).view(np.float64) - 1.0
+    k = (((hx >> SHIFT52) + (up >> SHIFT52)) | MAGIC).view(np.float64) - K_BIAS
     s = f / (2.0 + f)
     z = s * s
     w = z * z
-    t1 = w * (_NLG2 + w * (_NLG4 + w * _NLG6))
-    t2 = z * (_NLG1 + w * (_NLG3 + w * (_NLG5 + w * _NLG7)))
-    radius = np.sqrt(((s * (t2 + t1) + k * _NLN2_LO) + s * -4.0) + k * _NLN2_HI)
+    t1 = w * (NLG2 + w * (NLG4 + w * NLG6))
+    t2 = z * (NLG1 + w * (NLG3 + w * (NLG5 + w * NLG7)))
+    radius = np.sqrt(((s * (t2 + t1) + k * NLN2_LO) + s * -4.0) + k * NLN2_HI)
     # The angle: quadrant q and theta in [-pi/4, pi/4] from the integer word.
-    turn = od + _QUARTER  # uint32: wraps mod 2^32, as the kernel's
+    turn = od + QUARTER  # uint32: wraps mod 2^32, as the kernel's
     q = (turn >> np.uint32(30)).astype(np.float64)
-    x = _ANGLE * ((turn & _LOW30).astype(np.int64) - int(_QUARTER)).astype(np.float64)
+    x = ANGLE * ((turn & LOW30).astype(np.int64) - int(QUARTER)).astype(np.float64)
     z = x * x
     w = z * z
-    r = _S2 + z * (_S3 + z * _S4) + z * w * (_S5 + z * _S6)
-    sn = x + z * x * (_S1 + z * r)
-    r = z * (_C1 + z * (_C2 + z * _C3)) + w * w * (_C4 + z * (_C5 + z * _C6))
+    r = S2 + z * (S3 + z * S4) + z * w * (S5 + z * S6)
+    sn = x + z * x * (S1 + z * r)
+    r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6))
     hz = 0.5 * z
     c = 1.0 - hz
     cs = c + (((1.0 - c) - hz) + z * r)
