@@ -714,26 +714,23 @@ if AVAILABLE:
         _scaled_keep_serial(numba.carray(_f64_at(out), n), seed, offset, stream, threshold, value)
 
 
+def _run(parallel, serial, size: int, serial_max: int, *args) -> None:
+    """``serial(*args)`` for at most ``serial_max`` positions (no thread pool woken for small
+    work), else :func:`dropkit.rng.threads.launch`, which picks the twin that pays and is safe."""
+    if size <= serial_max:
+        serial(*args)
+    else:
+        launch(parallel, serial, *args)
+
+
 def masked_scale_kernel(x, out, seed, offset, stream, threshold, scale):
     """``out[i] = x[i] * scale`` where position ``offset + i`` is kept, else 0.
 
     ``x`` and ``out`` are flat float32/float64 arrays (``out`` may be ``x``); ``threshold``
     is the unsigned keep threshold; p = 1 is handled by the caller.
     """
-    if x.size <= _threads.SERIAL_MAX:
-        _masked_scale_serial(x, out, seed, offset, stream, threshold, scale)
-    else:
-        launch(
-            _masked_scale_parallel,
-            _masked_scale_serial,
-            x,
-            out,
-            seed,
-            offset,
-            stream,
-            threshold,
-            scale,
-        )
+    args = (x, out, seed, offset, stream, threshold, scale)
+    _run(_masked_scale_parallel, _masked_scale_serial, x.size, _threads.SERIAL_MAX, *args)
 
 
 def masked_scale_half_kernel(x, out, seed, offset, stream, threshold, scale, is_bf16):
@@ -741,20 +738,15 @@ def masked_scale_half_kernel(x, out, seed, offset, stream, threshold, scale, is_
     uint16 arrays of their bits: ``x * scale`` computed in float32 and rounded to nearest even.
     """
     args = (x, out, seed, offset, stream, threshold, scale, is_bf16)
-    if x.size <= _threads.SERIAL_MAX:
-        _masked_scale_half_serial(*args)
-    else:
-        launch(_masked_scale_half_parallel, _masked_scale_half_serial, *args)
+    serial_max = _threads.SERIAL_MAX
+    _run(_masked_scale_half_parallel, _masked_scale_half_serial, x.size, serial_max, *args)
 
 
 def alpha_affine_kernel(x, out, seed, offset, stream, threshold, fill, a, b):
     """``out[i] = (x[i] if position offset + i is kept else fill) * a + b`` (flat float32 or
     float64 arrays; the product and the sum each rounded to the data's precision)."""
     args = (x, out, seed, offset, stream, threshold, fill, a, b)
-    if x.size <= _threads.SERIAL_MAX:
-        _alpha_affine_serial(*args)
-    else:
-        launch(_alpha_affine_parallel, _alpha_affine_serial, *args)
+    _run(_alpha_affine_parallel, _alpha_affine_serial, x.size, _threads.SERIAL_MAX, *args)
 
 
 def alpha_affine_half_kernel(x, out, seed, offset, stream, threshold, fill, a, b, is_bf16):
@@ -763,29 +755,21 @@ def alpha_affine_half_kernel(x, out, seed, offset, stream, threshold, fill, a, b
     product in float32 rounded to the type, then the sum, as torch's
     ``where(keep, x, fill).mul_(a).add_(b)`` on such tensors."""
     args = (x, out, seed, offset, stream, threshold, fill, a, b, is_bf16)
-    if x.size <= _threads.SERIAL_MAX:
-        _alpha_affine_half_serial(*args)
-    else:
-        launch(_alpha_affine_half_parallel, _alpha_affine_half_serial, *args)
+    serial_max = _threads.SERIAL_MAX
+    _run(_alpha_affine_half_parallel, _alpha_affine_half_serial, x.size, serial_max, *args)
 
 
 def scaled_keep_kernel(out, seed, offset, stream, threshold, value):
     """``out[i] = value`` where position ``offset + i`` is kept, else 0 (a flat array of any
     numeric dtype; ``value`` already in that dtype, e.g. bfloat16 bits in a uint16 array)."""
-    if out.size <= _threads.SERIAL_MAX:
-        _scaled_keep_serial(out, seed, offset, stream, threshold, value)
-    else:
-        launch(
-            _scaled_keep_parallel, _scaled_keep_serial, out, seed, offset, stream, threshold, value
-        )
+    args = (out, seed, offset, stream, threshold, value)
+    _run(_scaled_keep_parallel, _scaled_keep_serial, out.size, _threads.SERIAL_MAX, *args)
 
 
 def words_kernel(out, seed, offset, stream):
     """``out[i]`` (uint32) = the Philox word of stream position ``offset + i``."""
-    if out.size <= _threads.SERIAL_MAX:
-        _words_serial(out, seed, offset, stream)
-    else:
-        launch(_words_parallel, _words_serial, out, seed, offset, stream)
+    args = (out, seed, offset, stream)
+    _run(_words_parallel, _words_serial, out.size, _threads.SERIAL_MAX, *args)
 
 
 def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, threshold, scale):
@@ -795,10 +779,8 @@ def bias_dropout_add_kernel(x, bias, residual, out, seed, offset, stream, thresh
     (the last dim of x); the keep decision is that of :func:`masked_scale_kernel`.
     """
     args = (x, bias, residual, out, seed, offset, stream, threshold, scale)
-    if x.size <= _threads.SERIAL_MAX:
-        _bias_dropout_add_serial(*args)
-    else:
-        launch(_bias_dropout_add_parallel, _bias_dropout_add_serial, *args)
+    serial_max = _threads.SERIAL_MAX
+    _run(_bias_dropout_add_parallel, _bias_dropout_add_serial, x.size, serial_max, *args)
 
 
 #: Largest tensor (elements) that the Gaussian kernels run serially. A Gaussian position costs
@@ -818,10 +800,7 @@ def gaussian_kernel(x, out, seed, offset, stream, sigma):
     if out.size == 0:
         return
     args = (x, out, seed, offset, stream, sigma, False)
-    if out.size <= GAUSSIAN_SERIAL_MAX:
-        _gaussian_serial(*args)
-    else:
-        launch(_gaussian_parallel, _gaussian_serial, *args)
+    _run(_gaussian_parallel, _gaussian_serial, out.size, GAUSSIAN_SERIAL_MAX, *args)
 
 
 def gaussian_half_kernel(x, out, seed, offset, stream, sigma, is_bf16):
@@ -831,10 +810,7 @@ def gaussian_half_kernel(x, out, seed, offset, stream, sigma, is_bf16):
     if out.size == 0:
         return
     args = (x, out, seed, offset, stream, sigma, is_bf16)
-    if out.size <= GAUSSIAN_SERIAL_MAX:
-        _gaussian_half_serial(*args)
-    else:
-        launch(_gaussian_half_parallel, _gaussian_half_serial, *args)
+    _run(_gaussian_half_parallel, _gaussian_half_serial, out.size, GAUSSIAN_SERIAL_MAX, *args)
 
 
 def normal_kernel(out, seed, offset, stream):
@@ -856,10 +832,7 @@ def normal_kernel(out, seed, offset, stream):
     if out.size == 0:
         return
     args = (out, out, seed, offset, stream, 1.0, True)
-    if out.size <= GAUSSIAN_SERIAL_MAX:
-        _gaussian_serial(*args)
-    else:
-        launch(_gaussian_parallel, _gaussian_serial, *args)
+    _run(_gaussian_parallel, _gaussian_serial, out.size, GAUSSIAN_SERIAL_MAX, *args)
 
 
 def warm_from_cache() -> int:
