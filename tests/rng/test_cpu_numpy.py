@@ -98,6 +98,12 @@ def test_masked_scale_twin(dtype):
 HALF_SCALES = (1 / 0.9, 1 / 0.7, 1 + 2**-8, 1 + 2**-11, 2**-10, 2**-20, 2**10, 3.0)
 
 
+def _assert_same_half_bits(x: np.ndarray, a: np.ndarray, b: np.ndarray, context) -> None:
+    """``a`` and ``b`` (uint16 bits) equal everywhere; else name the first inputs that differ."""
+    bad = np.flatnonzero(a != b)
+    assert bad.size == 0, (context, [(hex(x[i]), hex(a[i]), hex(b[i])) for i in bad[:5]])
+
+
 @pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
 def test_masked_scale_half_twin_every_bit_pattern(is_bf16):
     x = np.arange(2**16, dtype=np.uint32).astype(np.uint16)  # all 65536 values, NaNs included
@@ -106,8 +112,7 @@ def test_masked_scale_half_twin_every_bit_pattern(is_bf16):
         for thr in (0, 1 << 31):
             a, b = _both("masked_scale_half_kernel", x, 77, 5, 3, thr, scale, is_bf16,
                          out_index=1, out=junk)  # fmt: skip
-            bad = np.flatnonzero(a != b)
-            assert bad.size == 0, (scale, thr, [(hex(x[i]), hex(a[i]), hex(b[i])) for i in bad[:5]])
+            _assert_same_half_bits(x, a, b, (scale, thr))
 
 
 @pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
@@ -256,8 +261,7 @@ def test_gaussian_half_twin_every_bit_pattern(is_bf16):
         for offset in (0, 3):
             a, b = _both("gaussian_half_kernel", x, 77, offset, 3, sigma, is_bf16,
                          out_index=1, out=junk)  # fmt: skip
-            bad = np.flatnonzero(a != b)
-            assert bad.size == 0, (sigma, [(hex(x[i]), hex(a[i]), hex(b[i])) for i in bad[:5]])
+            _assert_same_half_bits(x, a, b, (sigma, offset))
 
 
 @pytest.mark.parametrize("is_bf16", [True, False], ids=["bfloat16", "float16"])
